@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# make test: unit and netns integration tests against the built binaries, proving that the
+# machine's root network namespace is the same after the run as before it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+before=$(mktemp) after=$(mktemp)
+trap 'rm -f "$before" "$after"' EXIT
+scripts/rootns-snapshot.sh >"$before"
+export CNI_SUITE_BIN="$PWD/bin"
+status=0
+go test -count=1 -timeout 30m ${GOTESTFLAGS:-} ./... || status=$?
+# Short fuzz runs of the config parsers (corpora under testdata/fuzz are run by go test too).
+if [ "$status" -eq 0 ] && [ -f scripts/fuzz-targets ]; then
+  while read -r pkg target; do
+    [ -n "$pkg" ] || continue
+    go test -run '^$' -fuzz "^${target}\$" -fuzztime "${FUZZTIME:-10s}" "$pkg" || status=$?
+  done < scripts/fuzz-targets
+fi
+scripts/rootns-snapshot.sh >"$after"
+if ! diff -u "$before" "$after"; then
+  echo "FAIL: the root network namespace changed during the tests (diff above)" >&2
+  status=1
+else
+  echo "root network namespace unchanged (links, addresses, iptables, nftables)"
+fi
+left=$(ip netns list | grep -c '^cnis-' || true)
+if [ "$left" -ne 0 ]; then
+  echo "FAIL: $left test network namespaces left behind:" >&2; ip netns list | grep '^cnis-' >&2
+  status=1
+fi
+exit $status
