@@ -48,6 +48,7 @@ type view struct {
 	dirtyB  map[int]bool
 	dirtyU  map[netip.Addr]bool
 	last    map[string]string // last_reserved_ip.* file name -> content
+	occ     occupancy         // lazy views: which bucket files the stamp says exist
 	empty   []netip.Addr      // reservation files without content (full views only)
 	err     error             // the network directory could not be read
 }
@@ -79,12 +80,16 @@ func (v *view) bucket(b int) []entry {
 		return es
 	}
 	data, err := readSmall(filepath.Join(v.s.idxDir, "b", bucketName(b)))
-	if errors.Is(err, fs.ErrNotExist) {
+	if errors.Is(err, fs.ErrNotExist) && !v.occ.get(b) {
 		v.buckets[b] = nil
 		return nil
 	}
 	var es []entry
-	if err == nil {
+	switch {
+	case err != nil:
+	case !v.occ.get(b):
+		err = errors.New("bucket file the stamp does not list")
+	default:
 		es, err = parseBucket(data)
 	}
 	if err != nil {
@@ -286,6 +291,20 @@ type indexStamp struct {
 	boot string
 	dir  dirStamp
 	last map[string]string
+	occ  occupancy // non-empty buckets: a bucket file gone missing is seen
+}
+
+// occupancy is one bit per bucket.
+type occupancy [bucketCount / 64]uint64
+
+func (o *occupancy) get(b int) bool { return o[b/64]>>(b%64)&1 == 1 }
+
+func (o *occupancy) set(b int, v bool) {
+	if v {
+		o[b/64] |= 1 << (b % 64)
+	} else {
+		o[b/64] &^= 1 << (b % 64)
+	}
 }
 
 func (st *indexStamp) marshal() []byte {
@@ -300,7 +319,11 @@ func (st *indexStamp) marshal() []byte {
 	for _, n := range names {
 		fmt.Fprintf(&b, "last %s %s\n", strconv.Quote(n), strconv.Quote(st.last[n]))
 	}
-	b.WriteString("end\n")
+	b.WriteString("buckets")
+	for _, w := range st.occ {
+		fmt.Fprintf(&b, " %x", w)
+	}
+	b.WriteString("\nend\n")
 	return b.Bytes()
 }
 
@@ -310,6 +333,7 @@ func parseStamp(data []byte) (*indexStamp, error) {
 		return nil, errors.New("not a complete index stamp")
 	}
 	st := &indexStamp{last: map[string]string{}}
+	hasOcc := false
 	for _, l := range lines[1 : len(lines)-2] {
 		kind, rest, _ := strings.Cut(l, " ")
 		switch kind {
@@ -320,6 +344,19 @@ func parseStamp(data []byte) (*indexStamp, error) {
 			if _, err := fmt.Sscanf(rest, "%d %d %d %d %d %d", &d.Dev, &d.Ino, &d.MtimeS, &d.MtimeN, &d.CtimeS, &d.CtimeN); err != nil {
 				return nil, fmt.Errorf("dir line: %w", err)
 			}
+		case "buckets":
+			ws := strings.Fields(rest)
+			if len(ws) != len(st.occ) {
+				return nil, errors.New("malformed buckets line")
+			}
+			for i, w := range ws {
+				n, err := strconv.ParseUint(w, 16, 64)
+				if err != nil {
+					return nil, fmt.Errorf("buckets line: %w", err)
+				}
+				st.occ[i] = n
+			}
+			hasOcc = true
 		case "last":
 			nq, cq, _ := strings.Cut(rest, " ")
 			n, err1 := strconv.Unquote(nq)
@@ -331,6 +368,9 @@ func parseStamp(data []byte) (*indexStamp, error) {
 		default:
 			return nil, fmt.Errorf("unknown line %q", l)
 		}
+	}
+	if !hasOcc {
+		return nil, errors.New("stamp without buckets line")
 	}
 	return st, nil
 }
@@ -369,6 +409,7 @@ func (s *Store) loadFresh() (*view, string) {
 	}
 	v := newView(s, false)
 	v.last = st.last
+	v.occ = st.occ
 	return v, ""
 }
 
@@ -406,9 +447,14 @@ func (s *Store) persist(v *view) error {
 			return err
 		}
 	}
+	occ := v.occ
+	if v.full {
+		occ = occupancy{}
+	}
 	for b := range buckets {
 		p := filepath.Join(s.idxDir, "b", bucketName(b))
 		var err error
+		occ.set(b, len(v.buckets[b]) > 0)
 		if es := v.buckets[b]; len(es) == 0 {
 			err = unlinkIfExists(p)
 		} else {
@@ -436,7 +482,7 @@ func (s *Store) persist(v *view) error {
 	if err != nil {
 		return err
 	}
-	st := indexStamp{boot: currentBootID(), dir: dir, last: v.last}
+	st := indexStamp{boot: currentBootID(), dir: dir, last: v.last, occ: occ}
 	if err := writeFile(filepath.Join(s.idxDir, "stamp"), st.marshal(), 0o600); err != nil {
 		return err
 	}
