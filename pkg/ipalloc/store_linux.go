@@ -268,7 +268,7 @@ func (s *Store) writeLast(v *view, set int, ip netip.Addr) error {
 	if s.idxOK {
 		tmp := filepath.Join(s.idxDir, "tmp-last")
 		if err = writeFile(tmp, []byte(content), 0o600); err == nil {
-			err = os.Rename(tmp, filepath.Join(s.netDir, name))
+			err = unix.Renameat(unix.AT_FDCWD, tmp, unix.AT_FDCWD, filepath.Join(s.netDir, name))
 		}
 	} else {
 		err = writeFile(filepath.Join(s.netDir, name), []byte(content), 0o600)
