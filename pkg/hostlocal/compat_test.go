@@ -13,7 +13,7 @@ import (
 
 const dualIPAM = `{"ranges":[[{"subnet":"10.70.0.0/24"}],[{"subnet":"fd00:70::/64"}]]}`
 
-func refBin(t *testing.T, release string) string {
+func refBin(t testing.TB, release string) string {
 	return filepath.Join(testenv.RefPluginDir(t, release), "host-local")
 }
 

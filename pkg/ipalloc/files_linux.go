@@ -157,6 +157,44 @@ func writeFile(path string, data []byte, perm uint32) error {
 	return nil
 }
 
+// replaceFile gives path the content data as a new file (unlink, then create). Unlike a
+// truncating rewrite or a rename over the old file, it does not make ext4 (auto_da_alloc)
+// start writing the data back at once; it is not atomic, which the index does not need (its
+// stamp is removed while it is being written).
+func replaceFile(path string, data []byte, perm uint32) error {
+	if err := unlinkIfExists(path); err != nil {
+		return err
+	}
+	ok, err := createExcl(path, data, perm)
+	if err == nil && !ok {
+		err = &os.PathError{Op: "create", Path: path, Err: unix.EEXIST}
+	}
+	return err
+}
+
+// overwriteFile writes data at the start of path without truncating (for fixed-size files).
+func overwriteFile(path string, data []byte, perm uint32) error {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, perm)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	for off := 0; off < len(data); {
+		n, err := unix.Pwrite(fd, data[off:], int64(off))
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			unix.Close(fd)
+			return &os.PathError{Op: "write", Path: path, Err: err}
+		}
+		off += n
+	}
+	if err := unix.Close(fd); err != nil {
+		return &os.PathError{Op: "close", Path: path, Err: err}
+	}
+	return nil
+}
+
 // createExcl makes a new file holding data; false when path already exists.
 func createExcl(path string, data []byte, perm uint32) (bool, error) {
 	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC, perm)

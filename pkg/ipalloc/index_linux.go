@@ -18,7 +18,7 @@ import (
 // reference reads and GCs:
 //
 //	stamp     which state of the network directory the index describes (see indexStamp)
-//	b/<NNN>   bucket files: "<ip> <quoted owner key>" lines, bucket = hash(owner key)
+//	b/<NN>    bucket files: "<ip> <quoted owner key>" lines, bucket = hash(owner key)
 //	u/<hex>   bitmap blocks of used addresses (blockSize addresses each)
 //	tmp       a reservation being written, linked into place
 //	tmp-last  a last_reserved_ip file being written, renamed into place
@@ -419,9 +419,11 @@ func (s *Store) persist(v *view) error {
 		return nil
 	}
 	s.beginWrite()
-	for _, sub := range []string{"b", "u"} {
-		if err := os.Mkdir(filepath.Join(s.idxDir, sub), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
-			return err
+	if v.full {
+		for _, sub := range []string{"b", "u"} {
+			if err := os.Mkdir(filepath.Join(s.idxDir, sub), 0o700); err != nil && !errors.Is(err, fs.ErrExist) {
+				return err
+			}
 		}
 	}
 	buckets, blocks := v.dirtyB, v.dirtyU
@@ -436,7 +438,7 @@ func (s *Store) persist(v *view) error {
 		}
 		if err := s.removeStale("b", func(n string) bool {
 			b, err := strconv.ParseUint(n, 16, 32)
-			return err == nil && len(n) == 3 && len(v.buckets[int(b)]) > 0
+			return err == nil && n == bucketName(int(b)) && len(v.buckets[int(b)]) > 0
 		}); err != nil {
 			return err
 		}
@@ -458,7 +460,7 @@ func (s *Store) persist(v *view) error {
 		if es := v.buckets[b]; len(es) == 0 {
 			err = unlinkIfExists(p)
 		} else {
-			err = writeFile(p, formatBucket(es), 0o600)
+			err = s.indexWrite(replaceFile, p, formatBucket(es))
 		}
 		if err != nil {
 			return err
@@ -471,7 +473,7 @@ func (s *Store) persist(v *view) error {
 		if bm := v.blocks[base]; bm == nil || bm.empty() {
 			err = unlinkIfExists(p)
 		} else {
-			err = writeFile(p, bm.marshal(), 0o600)
+			err = s.indexWrite(overwriteFile, p, bm.marshal())
 		}
 		if err != nil {
 			return err
@@ -483,12 +485,24 @@ func (s *Store) persist(v *view) error {
 		return err
 	}
 	st := indexStamp{boot: currentBootID(), dir: dir, last: v.last, occ: occ}
+	// beginWrite removed the stamp: this creates a new file.
 	if err := writeFile(filepath.Join(s.idxDir, "stamp"), st.marshal(), 0o600); err != nil {
 		return err
 	}
 	failpoint("stamp-written")
 	s.dirty = false
 	return nil
+}
+
+// indexWrite writes an index file with write, making its directory when missing.
+func (s *Store) indexWrite(write func(string, []byte, uint32) error, path string, data []byte) error {
+	err := write(path, data, 0o600)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.Mkdir(filepath.Dir(path), 0o700); err == nil || errors.Is(err, fs.ErrExist) {
+			err = write(path, data, 0o600)
+		}
+	}
+	return err
 }
 
 func (s *Store) removeStale(sub string, keep func(string) bool) error {

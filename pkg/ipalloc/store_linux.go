@@ -107,16 +107,18 @@ func (s *Store) mkdirNet() error {
 // directory when missing; otherwise a missing directory is errNoNetwork. scan ignores the
 // index and reads the whole directory.
 func (s *Store) do(ctx context.Context, create, scan bool, fn func(v *view) error) error {
-	if create {
+	lockPath := filepath.Join(s.netDir, lockName)
+	fd, err := unix.Open(lockPath, unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o750)
+	if errors.Is(err, unix.ENOENT) {
+		if !create {
+			return errNoNetwork
+		}
 		if err := s.mkdirNet(); err != nil {
 			return err
 		}
+		fd, err = unix.Open(lockPath, unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o750)
 	}
-	fd, err := unix.Open(filepath.Join(s.netDir, lockName), unix.O_RDONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o750)
 	if err != nil {
-		if errors.Is(err, unix.ENOENT) && !create {
-			return errNoNetwork
-		}
 		return fmt.Errorf("open lock file in %s: %w", s.netDir, err)
 	}
 	defer unix.Close(fd)
@@ -151,14 +153,26 @@ func (s *Store) do(ctx context.Context, create, scan bool, fn func(v *view) erro
 }
 
 func (s *Store) ensureIndexDir() bool {
-	err := os.Mkdir(s.idxDir, 0o700)
-	if err == nil || errors.Is(err, fs.ErrExist) {
-		if st, serr := os.Stat(s.idxDir); serr == nil && st.IsDir() {
-			return true
+	var st unix.Stat_t
+	err := unix.Stat(s.idxDir, &st)
+	if err == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		return true
+	}
+	if errors.Is(err, unix.ENOENT) {
+		if err = os.Mkdir(s.idxDir, 0o700); err == nil || errors.Is(err, fs.ErrExist) {
+			return s.ensureIndexDirExists()
 		}
+	}
+	if err == nil {
+		err = errors.New("not a directory")
 	}
 	s.logf("index directory %s unusable (%v): working from the network directory alone", s.idxDir, err)
 	return false
+}
+
+func (s *Store) ensureIndexDirExists() bool {
+	st, err := os.Stat(s.idxDir)
+	return err == nil && st.IsDir()
 }
 
 // beginWrite removes the index stamp before the operation's first change.
@@ -266,9 +280,16 @@ func (s *Store) writeLast(v *view, set int, ip netip.Addr) error {
 	s.beginWrite()
 	var err error
 	if s.idxOK {
-		tmp := filepath.Join(s.idxDir, "tmp-last")
-		if err = writeFile(tmp, []byte(content), 0o600); err == nil {
-			err = unix.Renameat(unix.AT_FDCWD, tmp, unix.AT_FDCWD, filepath.Join(s.netDir, name))
+		// Written aside, then linked in place of the old one: the file is never half
+		// written, and nothing makes ext4 flush it at once (as a rename over it would).
+		tmp, dst := filepath.Join(s.idxDir, "tmp-last"), filepath.Join(s.netDir, name)
+		if err = replaceFile(tmp, []byte(content), 0o600); err == nil {
+			if err = unlinkIfExists(dst); err == nil {
+				if unix.Link(tmp, dst) != nil { // no hard links here: write it in place
+					err = writeFile(dst, []byte(content), 0o600)
+				}
+			}
+			_ = unix.Unlink(tmp)
 		}
 	} else {
 		err = writeFile(filepath.Join(s.netDir, name), []byte(content), 0o600)
