@@ -97,8 +97,8 @@ func TestCompatOursThenReference(t *testing.T) {
 	if got := e.reservations(t); !maps.Equal(got, want) {
 		t.Fatalf("reservations %v, want %v", got, want)
 	}
-	e.run(t, ref, "ADD", "r2", conf).MustSucceed(t)
 	e.checkIndex(t)
+	e.run(t, ref, "ADD", "r2", conf).MustSucceed(t)
 }
 
 // The reference v1.10.0's GC deletes every file of the network directory that is not a

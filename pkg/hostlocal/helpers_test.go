@@ -154,8 +154,12 @@ func (e *env) heldBy(t testing.TB, cid string) []string {
 
 func (e *env) checkIndex(t testing.TB) {
 	t.Helper()
-	if err := ipalloc.New(e.dataDir, netName, ipalloc.Options{}).CheckIndex(context.Background()); err != nil {
+	fresh, err := ipalloc.New(e.dataDir, netName, ipalloc.Options{}).CheckIndex(context.Background())
+	if err != nil {
 		t.Fatalf("index disagrees with the network directory: %v", err)
+	}
+	if !fresh {
+		t.Fatalf("index not fresh after our own operation")
 	}
 }
 

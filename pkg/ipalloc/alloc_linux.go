@@ -326,11 +326,12 @@ func (s *Store) Probe() error {
 	return nil
 }
 
-// CheckIndex compares the persisted index with the network directory: nil when the index is
-// absent or stale (it would be rebuilt) or when it matches; an error naming the first
-// difference when a fresh-looking index disagrees with the reservations. For tests and fsck.
-func (s *Store) CheckIndex(ctx context.Context) error {
-	err := s.do(ctx, false, true, func(truth *view) error {
+// CheckIndex compares the persisted index with the network directory. fresh tells whether
+// the index describes the directory as it is (else the next operation rebuilds it); the error
+// names the first difference when a fresh index disagrees with the reservations. For tests and
+// fsck; it leaves a rebuilt index behind.
+func (s *Store) CheckIndex(ctx context.Context) (fresh bool, err error) {
+	err = s.do(ctx, false, true, func(truth *view) error {
 		if !s.idxOK {
 			return nil
 		}
@@ -338,6 +339,7 @@ func (s *Store) CheckIndex(ctx context.Context) error {
 		if idx == nil {
 			return nil
 		}
+		fresh = true
 		for b := 0; b < bucketCount; b++ {
 			got, want := idx.bucket(b), truth.buckets[b]
 			if idx.full {
@@ -384,7 +386,7 @@ func (s *Store) CheckIndex(ctx context.Context) error {
 		return nil
 	})
 	if errors.Is(err, errNoNetwork) {
-		return nil
+		return false, nil
 	}
-	return err
+	return fresh, err
 }
