@@ -26,6 +26,16 @@ import (
 // The stamp is removed before the first change of an operation and written again after the
 // last one, so an operation killed half way leaves no stamp and the next one rebuilds the index
 // from the network directory, which stays the only truth.
+//
+// Changes made by another program (the reference host-local, an operator) are seen through the
+// stamp: it records the network directory's device, inode, mtime and ctime (any entry created,
+// removed or renamed moves them) and the content of every last_reserved_ip file (which the
+// reference rewrites on every ADD). Since Linux 6.13 (multigrain timestamps on ext4, xfs,
+// btrfs, tmpfs) a change right after our stat of the directory gets a distinct timestamp; on
+// older kernels a foreign change landing within the same clock tick as our last one, and
+// leaving every last_reserved_ip as it was, could go unseen until the next change or GC.
+// Allocation never trusts the index alone: link(2) decides, and a set that looks full is
+// checked against the directory.
 
 const (
 	stampMagic = "cni-suite-ipalloc-index 1"
@@ -271,7 +281,9 @@ func (s *Store) scan() (*view, error) {
 			v.empty = append(v.empty, ip)
 			continue
 		}
-		v.add(ip, key)
+		b := bucketOf(key) // file names are unique: no need for add's duplicate check
+		v.buckets[b] = append(v.buckets[b], entry{ip, key})
+		v.setUsed(ip, true)
 	}
 	return v, nil
 }
