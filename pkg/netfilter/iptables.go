@@ -36,7 +36,11 @@ type table struct {
 	rules  map[string][]string // chain -> rule specs in order, without "-A <chain> "
 }
 
-func (t *table) has(chain string) bool { return t.chains[chain] }
+// has tells whether the chain exists; the nat table's built-in chains always do (iptables-nft
+// makes them, and the table, on first use).
+func (t *table) has(chain string) bool { return t.chains[chain] || builtin[chain] }
+
+var builtin = map[string]bool{"PREROUTING": true, "INPUT": true, "OUTPUT": true, "POSTROUTING": true}
 
 // rule is a parsed rule spec: its comment and jump target.
 type rule struct {

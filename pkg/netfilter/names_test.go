@@ -68,7 +68,7 @@ COMMIT
 -A CNI-X -j RETURN
 COMMIT
 `)
-	if !st.has("CNI-X") || !st.has("PREROUTING") || st.has("INPUT") {
+	if !st.has("CNI-X") || !st.has("PREROUTING") || st.has("DROPPED") || st.chains["INPUT"] {
 		t.Errorf("chains = %v", st.chains)
 	}
 	if !st.hasRule("PREROUTING", "-m addrtype --dst-type LOCAL -j CNI-X") || len(st.rules["CNI-X"]) != 1 {
