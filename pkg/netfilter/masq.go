@@ -55,6 +55,17 @@ func CheckBackend(key, value string) error {
 	}
 }
 
+// checkName refuses a network name that the iptables-restore text cannot carry (a line
+// break or other control character would end the rule early).
+func checkName(network string) error {
+	for _, c := range network {
+		if c < 0x20 || c == 0x7f {
+			return cnierr.InvalidConfig("name", "%q holds a control character", network)
+		}
+	}
+	return nil
+}
+
 // byFamily splits prefixes by IP family, keeping their order.
 func byFamily(ps []netip.Prefix) map[Family][]netip.Prefix {
 	out := map[Family][]netip.Prefix{}
@@ -86,6 +97,9 @@ func SetupMasq(m Masq) error {
 	if err := CheckBackend("ipMasqBackend", m.Backend); err != nil {
 		return err
 	}
+	if err := checkName(m.Network); err != nil {
+		return err
+	}
 	if len(m.IPs) == 0 {
 		return nil
 	}
@@ -106,6 +120,9 @@ func SetupMasq(m Masq) error {
 // TeardownMasq removes m's rules; nothing to remove is success. Whatever the configured
 // backend, it cleans every backend this engine knows.
 func TeardownMasq(m Masq) error {
+	if err := checkName(m.Network); err != nil {
+		return nil // no rule can exist for it
+	}
 	fs := byFamily(m.IPs)
 	var errs []error
 	for _, f := range families(m.IPs) {
@@ -121,6 +138,9 @@ func CheckMasq(m Masq) error {
 	if err := CheckBackend("ipMasqBackend", m.Backend); err != nil {
 		return err
 	}
+	if err := checkName(m.Network); err != nil {
+		return err
+	}
 	fs := byFamily(m.IPs)
 	for _, f := range families(m.IPs) {
 		if err := checkMasqIPT(ipt{f}, m, fs[f]); err != nil {
@@ -133,6 +153,9 @@ func CheckMasq(m Masq) error {
 // GCMasq removes the masquerade rules of every container of network that is not in keep.
 // It keeps going on errors and returns them all.
 func GCMasq(backend, network string, keep []Attachment) error {
+	if err := checkName(network); err != nil {
+		return nil
+	}
 	ids := map[string]bool{}
 	for _, a := range keep {
 		ids[a.ContainerID] = true

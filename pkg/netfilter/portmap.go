@@ -51,6 +51,9 @@ func SetupPortMap(p PortMap) error {
 	if err := CheckBackend(p.backendKey(), p.Backend); err != nil {
 		return err
 	}
+	if err := checkName(p.Network); err != nil {
+		return err
+	}
 	if len(p.Mappings) == 0 || len(p.IPs) == 0 {
 		return nil
 	}
@@ -71,6 +74,9 @@ func SetupPortMap(p PortMap) error {
 // TeardownPortMap removes p's rules (for its addresses' families, or both when none are
 // known); nothing to remove is success. Shared chains stay.
 func TeardownPortMap(p PortMap) error {
+	if err := checkName(p.Network); err != nil {
+		return nil // no rule can exist for it
+	}
 	var errs []error
 	for _, f := range families(p.IPs) {
 		if err := teardownPortMapIPT(ipt{f}, p); err != nil {
@@ -83,6 +89,9 @@ func TeardownPortMap(p PortMap) error {
 // CheckPortMap reports, naming the first missing rule, whether p's rules are in place.
 func CheckPortMap(p PortMap) error {
 	if err := CheckBackend(p.backendKey(), p.Backend); err != nil {
+		return err
+	}
+	if err := checkName(p.Network); err != nil {
 		return err
 	}
 	if len(p.Mappings) == 0 {
@@ -99,6 +108,9 @@ func CheckPortMap(p PortMap) error {
 // GCPortMap removes the port mapping rules of every container of network not in keep,
 // found by the comments of their entry rules. It keeps going on errors and returns them all.
 func GCPortMap(backend, network string, keep []Attachment) error {
+	if err := checkName(network); err != nil {
+		return nil
+	}
 	ids := map[string]bool{}
 	for _, a := range keep {
 		ids[a.ContainerID] = true

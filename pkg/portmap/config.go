@@ -68,6 +68,9 @@ func Parse(stdin []byte, containerID, ifName string) (*Parsed, error) {
 		}
 		p.Prev = r
 	}
+	if strings.ContainsFunc(conf.Name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return nil, cnierr.InvalidConfig("name", "%q holds a control character", conf.Name)
+	}
 	m := netfilter.PortMap{
 		Network: conf.Name, ContainerID: containerID, IfName: ifName,
 		SNAT: conf.SNAT == nil || *conf.SNAT, MasqAll: conf.MasqAll, MarkMasqBit: DefaultMarkBit,
