@@ -251,12 +251,13 @@ func (x ipt) restore(t *tx) error {
 // maxAttempts bounds read-and-write rounds lost to concurrent writers.
 const maxAttempts = 4
 
-// apply makes the table what plan wants. fast, when not empty, is tried first without reading
-// state; when it fails (its assumptions did not hold), the table is read and plan's
-// difference written, again after a concurrent change made the write fail.
-func (x ipt) apply(fast *tx, plan func(*table) (*tx, error)) error {
-	if !fast.empty() {
-		if x.restore(fast) == nil {
+// apply makes the table what plan wants. The optimistic transactions, when not empty, are
+// tried first in order, without reading state; when each fails (its assumptions did not hold),
+// the table is read and plan's difference written, again after a concurrent change made the
+// write fail.
+func (x ipt) apply(plan func(*table) (*tx, error), fast ...*tx) error {
+	for _, f := range fast {
+		if !f.empty() && x.restore(f) == nil {
 			return nil
 		}
 	}
@@ -275,4 +276,13 @@ func (x ipt) apply(fast *tx, plan func(*table) (*tx, error)) error {
 		}
 	}
 	return last
+}
+
+// absent is a transaction that succeeds, changing nothing, exactly when the chain does not
+// exist: then nothing can jump to it either, and a teardown has nothing to do.
+func absent(chain string) *tx {
+	t := &tx{}
+	t.newChain(chain)
+	t.add("delete chain "+chain, "-X "+chain)
+	return t
 }

@@ -45,7 +45,8 @@ func masqRules(f Family, m Masq, ips []netip.Prefix) (chain string, rules, jumps
 
 func setupMasqIPT(x ipt, m Masq, ips []netip.Prefix) error {
 	chain, rules, jumps := masqRules(x.fam, m, ips)
-	// Fast path: a new container; -N fails the whole transaction when the chain exists.
+	// Fast paths: a new container (-N fails the whole transaction when the chain exists); or
+	// every rule in place already (a repeated ADD).
 	fast := &tx{}
 	fast.newChain(chain)
 	for _, r := range rules {
@@ -54,7 +55,7 @@ func setupMasqIPT(x ipt, m Masq, ips []netip.Prefix) error {
 	for _, j := range jumps {
 		fast.appendRule("POSTROUTING", j)
 	}
-	return x.apply(fast, func(st *table) (*tx, error) {
+	return x.apply(func(st *table) (*tx, error) {
 		t := &tx{}
 		if !st.has(chain) {
 			t.newChain(chain)
@@ -70,22 +71,35 @@ func setupMasqIPT(x ipt, m Masq, ips []netip.Prefix) error {
 			}
 		}
 		return t, nil
-	})
+	}, fast, masqCheckTx(chain, rules, jumps))
+}
+
+func masqCheckTx(chain string, rules, jumps []string) *tx {
+	t := &tx{}
+	for _, r := range rules {
+		t.checkRule(chain, r)
+	}
+	for _, j := range jumps {
+		t.checkRule("POSTROUTING", j)
+	}
+	return t
 }
 
 // teardownMasqIPT removes the container's chain and every POSTROUTING jump to it. With the IPs
-// known it first tries the exact deletions without reading state.
+// known it first tries the exact deletions, then whether the chain is absent, without
+// reading state.
 func teardownMasqIPT(x ipt, m Masq, ips []netip.Prefix) error {
 	chain, _, jumps := masqRules(x.fam, m, ips)
-	var fast *tx
+	var fast []*tx
 	if len(ips) > 0 {
-		fast = &tx{}
+		del := &tx{}
 		for _, j := range jumps {
-			fast.deleteRule("POSTROUTING", j)
+			del.deleteRule("POSTROUTING", j)
 		}
-		fast.deleteChain(chain)
+		del.deleteChain(chain)
+		fast = append(fast, del, absent(chain))
 	}
-	return x.apply(fast, func(st *table) (*tx, error) {
+	return x.apply(func(st *table) (*tx, error) {
 		t := &tx{}
 		for _, r := range st.parsed("POSTROUTING") {
 			if r.target == chain {
@@ -96,20 +110,13 @@ func teardownMasqIPT(x ipt, m Masq, ips []netip.Prefix) error {
 			t.deleteChain(chain)
 		}
 		return t, nil
-	})
+	}, fast...)
 }
 
 func checkMasqIPT(x ipt, m Masq, ips []netip.Prefix) error {
 	chain, rules, jumps := masqRules(x.fam, m, ips)
 	if len(ips) > 0 {
-		t := &tx{}
-		for _, r := range rules {
-			t.checkRule(chain, r)
-		}
-		for _, j := range jumps {
-			t.checkRule("POSTROUTING", j)
-		}
-		if err := x.restore(t); err != nil {
+		if err := x.restore(masqCheckTx(chain, rules, jumps)); err != nil {
 			return missing(x, err)
 		}
 		return nil
@@ -140,7 +147,7 @@ func missing(x ipt, err error) error {
 }
 
 func gcMasqIPT(x ipt, network string, keep map[string]bool) error {
-	return x.apply(nil, func(st *table) (*tx, error) {
+	return x.apply(func(st *table) (*tx, error) {
 		t := &tx{}
 		gone := map[string]bool{}
 		var order []string

@@ -88,6 +88,12 @@ func TestMasqTeardownFindsRulesByComment(t *testing.T) {
 	if n != 2 { // one read per family, nothing to write
 		t.Errorf("teardown of nothing ran %d programs, want 2", n)
 	}
+	// With the IPs known, a repeated teardown reads nothing: the exact deletion fails and the
+	// absence probe passes, per family.
+	n = must(t, node, func() error { return TeardownMasq(dual(cid)) })
+	if n != 4 {
+		t.Errorf("teardown of nothing with IPs ran %d programs, want 4", n)
+	}
 }
 
 func dual(cid string) Masq {

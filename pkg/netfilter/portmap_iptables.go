@@ -124,8 +124,8 @@ func renderPortMap(f Family, p PortMap, ip netip.Prefix) pmRules {
 
 func setupPortMapIPT(x ipt, p PortMap, ip netip.Prefix) error {
 	r := renderPortMap(x.fam, p, ip)
-	// Fast path: the shared chains are in place (asserted with -C) and the container is new
-	// (-N fails when its chain exists).
+	// Fast paths: the shared chains are in place (asserted with -C) and the container is new
+	// (-N fails when its chain exists); or everything is in place already (a repeated ADD).
 	fast := &tx{}
 	if r.snat {
 		fast.checkRule(chainSetMark, r.setMark)
@@ -141,7 +141,7 @@ func setupPortMapIPT(x ipt, p PortMap, ip netip.Prefix) error {
 	for _, e := range r.entries {
 		fast.appendRule(chainDNAT, e)
 	}
-	return x.apply(fast, func(st *table) (*tx, error) {
+	return x.apply(func(st *table) (*tx, error) {
 		t := &tx{}
 		ensure := func(chain, spec string, first bool) {
 			if !st.has(chain) {
@@ -190,7 +190,7 @@ func setupPortMapIPT(x ipt, p PortMap, ip netip.Prefix) error {
 			t.appendRule(chainDNAT, e)
 		}
 		return t, nil
-	})
+	}, fast, checkTx(r))
 }
 
 func equal(a, b []string) bool {
@@ -219,19 +219,21 @@ func equalSpecs(rs []rule, specs []string) bool {
 
 // teardownPortMapIPT removes the container's chain and its entry rules (and the per-container
 // SNAT chain of releases before v0.7, when present). With the mappings known it first tries
-// the exact deletions without reading state.
+// the exact deletions, then whether the chain is absent (a repeated DEL, or a family the
+// container did not use), without reading state.
 func teardownPortMapIPT(x ipt, p PortMap) error {
 	chain := DNATChain(p.Network, p.ContainerID)
-	var fast *tx
+	var fast []*tx
 	if len(p.Mappings) > 0 {
-		fast = &tx{}
+		del := &tx{}
 		for _, e := range renderPortMap(x.fam, p, netip.Prefix{}).entries {
-			fast.deleteRule(chainDNAT, e)
+			del.deleteRule(chainDNAT, e)
 		}
-		fast.deleteChain(chain)
+		del.deleteChain(chain)
+		fast = append(fast, del, absent(chain))
 	}
 	old := oldSNATChain(p.Network, p.ContainerID)
-	return x.apply(fast, func(st *table) (*tx, error) {
+	return x.apply(func(st *table) (*tx, error) {
 		t := &tx{}
 		for _, c := range [][2]string{{chainDNAT, chain}, {chainOldSNAT, old}} {
 			for _, e := range st.parsed(c[0]) {
@@ -244,11 +246,18 @@ func teardownPortMapIPT(x ipt, p PortMap) error {
 			}
 		}
 		return t, nil
-	})
+	}, fast...)
 }
 
 func checkPortMapIPT(x ipt, p PortMap, ip netip.Prefix) error {
-	r := renderPortMap(x.fam, p, ip)
+	if err := x.restore(checkTx(renderPortMap(x.fam, p, ip))); err != nil {
+		return missing(x, err)
+	}
+	return nil
+}
+
+// checkTx asserts, changing nothing, that every rule of r is in place.
+func checkTx(r pmRules) *tx {
 	t := &tx{}
 	if r.snat {
 		t.checkRule(chainSetMark, r.setMark)
@@ -263,14 +272,11 @@ func checkPortMapIPT(x ipt, p PortMap, ip netip.Prefix) error {
 	for _, e := range r.entries {
 		t.checkRule(chainDNAT, e)
 	}
-	if err := x.restore(t); err != nil {
-		return missing(x, err)
-	}
-	return nil
+	return t
 }
 
 func gcPortMapIPT(x ipt, network string, keep map[string]bool) error {
-	return x.apply(nil, func(st *table) (*tx, error) {
+	return x.apply(func(st *table) (*tx, error) {
 		t := &tx{}
 		gone := map[string]bool{}
 		var order []string

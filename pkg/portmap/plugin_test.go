@@ -70,25 +70,39 @@ func TestExecBudget(t *testing.T) {
 	steps := []struct {
 		name, cmd, cid string
 		conf           []byte
-		want           int
+		want, reads    int
 		unchanged      bool
 	}{
-		// First container on the node: the optimistic restore fails (no shared chains yet),
+		// First container on the node: both optimistic restores fail (no shared chains yet),
 		// then one read and one write, per family.
-		{"first ADD", "ADD", "c0", conf, 6, false},
-		{"ADD", "ADD", "c1", conf, 2, false},
-		{"ADD again", "ADD", "c1", conf, 4, true},
-		{"CHECK", "CHECK", "c1", conf, 2, true},
-		{"DEL", "DEL", "c1", conf, 2, false},
-		{"DEL again", "DEL", "c1", conf, 4, true},
-		{"ADD without mappings", "ADD", "c2", pmConf("pmnet", "", "[]", prev), 0, true},
-		{"DEL without mappings", "DEL", "c2", pmConf("pmnet", "", "[]", ""), 0, true},
+		{"first ADD", "ADD", "c0", conf, 8, 2, false},
+		{"ADD", "ADD", "c1", conf, 2, 0, false},
+		// A repeated ADD: the create transaction fails, the check transaction passes.
+		{"ADD again", "ADD", "c1", conf, 4, 0, true},
+		{"CHECK", "CHECK", "c1", conf, 2, 0, true},
+		{"DEL", "DEL", "c1", conf, 2, 0, false},
+		// A repeated DEL: the exact deletion fails, the absence probe passes.
+		{"DEL again", "DEL", "c1", conf, 4, 0, true},
+		{"ADD IPv4 only", "ADD", "c3", pmConf("pmnet", "", stdMappings, prevResult("10.66.0.7/24")), 1, 0, false},
+		// Without prevResult both families: IPv6 was never used, its absence probe passes.
+		{"DEL IPv4 only without prevResult", "DEL", "c3", pmConf("pmnet", "", stdMappings, ""), 3, 0, false},
+		{"ADD without mappings", "ADD", "c2", pmConf("pmnet", "", "[]", prev), 0, 0, true},
+		{"DEL without mappings", "DEL", "c2", pmConf("pmnet", "", "[]", ""), 0, 0, true},
 	}
 	for _, s := range steps {
 		before := nat(t, node)
 		got := run(s.cmd, s.cid, s.conf)
 		if len(got) != s.want {
 			t.Errorf("%s ran %d programs %v, want %d", s.name, len(got), got, s.want)
+		}
+		reads := 0
+		for _, p := range got {
+			if strings.HasSuffix(p, "-save") {
+				reads++
+			}
+		}
+		if reads != s.reads {
+			t.Errorf("%s read the tables %d times, want %d", s.name, reads, s.reads)
 		}
 		for _, p := range got {
 			if !strings.HasSuffix(p, "-save") && !strings.HasSuffix(p, "-restore") {
