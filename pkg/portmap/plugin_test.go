@@ -296,3 +296,46 @@ func TestUDPConntrackFlush(t *testing.T) {
 		t.Fatalf("%d UDP conntrack entries for the host port left after DEL", n)
 	}
 }
+
+// TestConcurrentAdds: ADDs racing on a fresh node (all of them making the shared chains) all
+// succeed, and the shared rules exist once.
+func TestConcurrentAdds(t *testing.T) {
+	node := testenv.NewNode(t)
+	const n = 8
+	errs := make(chan string, n)
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			c := pmCall(ours(t), node, "ADD", fmt.Sprintf("race-%d", i),
+				pmConf("pmnet", "", fmt.Sprintf(`[{"hostPort":%d,"containerPort":80,"protocol":"tcp"}]`, 8000+i), prevResult(fmt.Sprintf("10.66.0.%d/24", 10+i), fmt.Sprintf("fd66::%d/64", 10+i))))
+			if o := testenv.Run(t, c); o.ExitCode != 0 {
+				errs <- o.String()
+				return
+			}
+			errs <- ""
+		}(i)
+	}
+	for i := 0; i < n; i++ {
+		if e := <-errs; e != "" {
+			t.Errorf("concurrent ADD failed: %s", e)
+		}
+	}
+	s := nat(t, node)
+	for _, want := range []struct {
+		frag  string
+		count int
+	}{
+		{":CNI-DN-", 2 * n},
+		{"-A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT", 2},
+		{"-A OUTPUT -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT", 2},
+		{"-j CNI-HOSTPORT-MASQ", 2},
+		{"-j MARK --set-xmark", 2},
+		{"-j MASQUERADE", 2},
+	} {
+		if got := strings.Count(s, want.frag); got != want.count {
+			t.Errorf("%q appears %d times, want %d", want.frag, got, want.count)
+		}
+	}
+	if t.Failed() {
+		t.Log(s)
+	}
+}
