@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
@@ -246,6 +247,25 @@ func (x ipt) restore(t *tx) error {
 		return fmt.Errorf("%s: %w", x.prog("-restore"), err)
 	}
 	return re
+}
+
+// usableFamilies are the families whose iptables programs are installed and whose IP stack
+// exists in this network namespace (no program is run to find out).
+func usableFamilies() []Family {
+	var out []Family
+	for _, f := range []Family{IPv4, IPv6} {
+		x := ipt{f}
+		if _, err := exec.LookPath(x.prog("-restore")); err != nil {
+			continue
+		}
+		if f == IPv6 {
+			if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+				continue
+			}
+		}
+		out = append(out, f)
+	}
+	return out
 }
 
 // maxAttempts bounds read-and-write rounds lost to concurrent writers.

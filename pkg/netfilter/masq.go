@@ -76,11 +76,13 @@ func byFamily(ps []netip.Prefix) map[Family][]netip.Prefix {
 	return out
 }
 
-// families lists the families to act on: those of the IPs, or both when none are known.
+// families lists the families to act on: those of the IPs, or, when none are known, every
+// family this node can use (a node without IPv6 or without ip6tables holds no IPv6 rules, and
+// its DEL must not fail on them, as the reference's does not).
 func families(ps []netip.Prefix) []Family {
 	fs := byFamily(ps)
 	if len(fs) == 0 {
-		return []Family{IPv4, IPv6}
+		return usableFamilies()
 	}
 	var out []Family
 	for _, f := range []Family{IPv4, IPv6} {
@@ -161,7 +163,7 @@ func GCMasq(backend, network string, keep []Attachment) error {
 		ids[a.ContainerID] = true
 	}
 	var errs []error
-	for _, f := range []Family{IPv4, IPv6} {
+	for _, f := range usableFamilies() {
 		if err := gcMasqIPT(ipt{f}, network, ids); err != nil {
 			errs = append(errs, fmt.Errorf("garbage-collect masquerade rules (%s): %w", f, err))
 		}

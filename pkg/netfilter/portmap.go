@@ -116,7 +116,7 @@ func GCPortMap(backend, network string, keep []Attachment) error {
 		ids[a.ContainerID] = true
 	}
 	var errs []error
-	for _, f := range []Family{IPv4, IPv6} {
+	for _, f := range usableFamilies() {
 		if err := gcPortMapIPT(ipt{f}, network, ids); err != nil {
 			errs = append(errs, fmt.Errorf("garbage-collect port mappings (%s): %w", f, err))
 		}

@@ -339,3 +339,38 @@ func TestConcurrentAdds(t *testing.T) {
 		t.Log(s)
 	}
 }
+
+// TestNodeWithoutIP6tables: on a node without ip6tables, DEL without prevResult (both
+// families unknown) still succeeds and cleans IPv4.
+func TestNodeWithoutIP6tables(t *testing.T) {
+	node := testenv.NewNode(t)
+	dir := t.TempDir()
+	for _, p := range []string{"iptables-save", "iptables-restore"} {
+		real, err := execLookPath(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(real, filepath.Join(dir, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := []string{"PATH=" + dir}
+	c := pmCall(ours(t), node, "ADD", "c", pmConf("pmnet", "", stdMappings, prevResult("10.66.0.5/24")))
+	c.Env = env
+	testenv.Run(t, c).MustSucceed(t)
+	c = pmCall(ours(t), node, "DEL", "c", pmConf("pmnet", "", stdMappings, ""))
+	c.Env = env
+	testenv.Run(t, c).MustSucceed(t)
+	noCNI(t, node)
+	c = pmCall(ours(t), node, "STATUS", "", []byte(`{"cniVersion":"1.1.0","name":"pmnet","type":"portmap"}`))
+	c.Env = env
+	testenv.Run(t, c).MustFail(t, 50).ErrContains(t, "ip6tables")
+}
+
+func TestStatus(t *testing.T) {
+	node := testenv.NewNode(t)
+	c := pmCall(ours(t), node, "STATUS", "", []byte(`{"cniVersion":"1.1.0","name":"pmnet","type":"portmap"}`))
+	testenv.Run(t, c).MustSucceed(t)
+	c.Config = []byte(`{"cniVersion":"1.1.0","name":"pmnet","type":"portmap","markMasqBit":99}`)
+	testenv.Run(t, c).MustFail(t, 50).ErrContains(t, "markMasqBit")
+}

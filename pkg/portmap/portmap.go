@@ -1,6 +1,7 @@
 package portmap
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -42,6 +43,9 @@ func flushUDP(m netfilter.PortMap, fams []netfilter.Family) {
 
 func familiesOf(m netfilter.PortMap) []netfilter.Family {
 	if len(m.IPs) == 0 {
+		if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
+			return []netfilter.Family{netfilter.IPv4}
+		}
 		return []netfilter.Family{netfilter.IPv4, netfilter.IPv6}
 	}
 	var out []netfilter.Family
@@ -132,10 +136,15 @@ func GC(args *skel.CmdArgs) error {
 	return nil
 }
 
-// Status fails with code 50 when the iptables programs the plugin runs are missing.
+// Status fails with code 50 when the plugin cannot serve ADD: a config it refuses, or the
+// iptables programs it runs missing.
 func Status(args *skel.CmdArgs) error {
 	if _, err := Parse(args.StdinData, args.ContainerID, args.IfName); err != nil {
-		return err
+		var te *types.Error
+		if errors.As(err, &te) {
+			return types.NewError(cnierr.ErrPluginNotAvailable, "portmap cannot serve ADD: "+te.Msg, te.Details)
+		}
+		return types.NewError(cnierr.ErrPluginNotAvailable, "portmap cannot serve ADD: "+err.Error(), "")
 	}
 	for _, prog := range []string{"iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore"} {
 		if _, err := exec.LookPath(prog); err != nil {
