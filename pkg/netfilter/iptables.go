@@ -21,9 +21,11 @@ import (
 // a -D of a missing rule fails the whole transaction, so deletions name rules read from state.
 //
 // Most verbs first try an optimistic transaction that needs no state read: it asserts what
-// it assumes (-C of shared rules, -N of a chain that must not exist yet, -D of the exact rules
-// ADD wrote) and so fails as a whole when the assumption is wrong; then the verb reads the
-// table and writes the difference. In the common case a verb costs one restore per family.
+// it assumes (-N of a chain that must not exist yet, jumps to chains that must exist, -D of
+// the exact rules ADD wrote) and so fails as a whole when the assumption is wrong; then the
+// verb reads the table and writes the difference. In the common case a verb costs one restore
+// per family. -C is kept off the common ADD path: with it iptables-nft fetches every rule of
+// the table, so its cost grows with the number of pods.
 
 // execs counts the iptables programs this process ran (for tests and benchmarks).
 var execs atomic.Int64
@@ -220,7 +222,7 @@ func (e *restoreError) Error() string {
 	return fmt.Sprintf("%s: %s", e.prog, e.msg)
 }
 
-var failedLineRE = regexp.MustCompile(`line (\d+) failed`)
+var failedLineRE = regexp.MustCompile(`line (\d+) failed|Error occurred at line: (\d+)`)
 
 // restore writes one transaction (one program run); all of it applies or none.
 func (x ipt) restore(t *tx) error {
@@ -239,7 +241,7 @@ func (x ipt) restore(t *tx) error {
 	}
 	re := &restoreError{prog: x.prog("-restore"), msg: msg}
 	if m := failedLineRE.FindStringSubmatch(msg); m != nil {
-		n, _ := strconv.Atoi(m[1])
+		n, _ := strconv.Atoi(m[1] + m[2])
 		re.what, re.line = t.lineOf(n)
 	}
 	var ee *exec.ExitError

@@ -124,17 +124,20 @@ func renderPortMap(f Family, p PortMap, ip netip.Prefix) pmRules {
 
 func setupPortMapIPT(x ipt, p PortMap, ip netip.Prefix) error {
 	r := renderPortMap(x.fam, p, ip)
-	// Fast paths: the shared chains are in place (asserted with -C) and the container is new
-	// (-N fails when its chain exists); or everything is in place already (a repeated ADD).
+	// Fast paths, without reading state: (1) the container is new (-N fails when its chain
+	// exists) and the shared chains exist: jumps to SETMARK and MASQ (then flushed) and the
+	// appends to CNI-HOSTPORT-DNAT fail the whole transaction when one is missing. No -C here:
+	// it makes iptables-nft fetch every rule of the table, which grows with the pods, whereas
+	// these commands need only the chain list. The shared chains' own rules are made in the
+	// same transaction as the chains, so their presence vouches for them. (2) Everything is in
+	// place already (a repeated ADD): a transaction of -C checks only.
 	fast := &tx{}
-	if r.snat {
-		fast.checkRule(chainSetMark, r.setMark)
-		fast.checkRule(chainMasq, r.masqMark)
-		fast.checkRule("POSTROUTING", ruleToMasq)
-	}
-	fast.checkRule("PREROUTING", ruleToDNAT)
-	fast.checkRule("OUTPUT", ruleToDNAT)
 	fast.newChain(r.chain)
+	if r.snat {
+		fast.add("find chain "+chainSetMark, "-A "+r.chain+" -j "+chainSetMark)
+		fast.add("find chain "+chainMasq, "-A "+r.chain+" -j "+chainMasq)
+		fast.add("flush chain "+r.chain, "-F "+r.chain)
+	}
 	for _, s := range r.rules {
 		fast.appendRule(r.chain, s)
 	}

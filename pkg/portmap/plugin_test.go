@@ -374,3 +374,20 @@ func TestStatus(t *testing.T) {
 	c.Config = []byte(`{"cniVersion":"1.1.0","name":"pmnet","type":"portmap","markMasqBit":99}`)
 	testenv.Run(t, c).MustFail(t, 50).ErrContains(t, "markMasqBit")
 }
+
+// TestAddRepairsMissingSharedChain: with CNI-HOSTPORT-MASQ gone (and its POSTROUTING jump),
+// the next ADD's optimistic transaction fails as a whole and the ADD makes it again.
+func TestAddRepairsMissingSharedChain(t *testing.T) {
+	node := testenv.NewNode(t)
+	prev := prevResult("10.66.0.5/24")
+	testenv.Run(t, pmCall(ours(t), node, "ADD", "a", pmConf("pmnet", "", stdMappings, prev))).MustSucceed(t)
+	want := nat(t, node)
+	for _, c := range [][]string{{"-D", "POSTROUTING", "1"}, {"-F", "CNI-HOSTPORT-MASQ"}, {"-X", "CNI-HOSTPORT-MASQ"}} {
+		node.MustExec(t, "iptables", append([]string{"-t", "nat"}, c...)...)
+	}
+	testenv.Run(t, pmCall(ours(t), node, "ADD", "b", pmConf("pmnet", "", stdMappings, prevResult("10.66.0.6/24")))).MustSucceed(t)
+	testenv.Run(t, pmCall(ours(t), node, "DEL", "b", pmConf("pmnet", "", stdMappings, ""))).MustSucceed(t)
+	if got := nat(t, node); got != want {
+		t.Fatalf("shared chain not repaired:\n%s\nwant:\n%s", got, want)
+	}
+}
