@@ -38,7 +38,9 @@ func newLab(t *testing.T) *lab {
 	for _, c := range [][]string{
 		{"sysctl", "-qw", "net.ipv4.ip_forward=1"},
 		{"sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"},
-		{"ip", "link", "add", "cnip0", "type", "bridge", "mcast_snooping", "0"},
+		// A fixed MAC: otherwise the bridge takes its lowest port's, and a pod added later can
+		// change it under the neighbour entries of the pods before it.
+		{"ip", "link", "add", "cnip0", "address", "02:00:00:00:00:01", "type", "bridge", "mcast_snooping", "0"},
 		{"ip", "addr", "add", "10.66.0.1/24", "dev", "cnip0"},
 		{"ip", "addr", "add", "fd66::1/64", "dev", "cnip0", "nodad"},
 		{"ip", "link", "set", "cnip0", "up"},
