@@ -205,7 +205,6 @@ func (c *checker) routes() error {
 	return nil
 }
 
-
 // viaGW: the route goes through gw (any gateway when gw is nil), also as one of its ECMP
 // next hops (IPv6 merges routes to the same destination into one).
 func viaGW(rt netlink.Route, gw net.IP) bool {
