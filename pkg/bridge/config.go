@@ -119,11 +119,9 @@ func (n *NetConf) validateAdd() error {
 	if n.IPAM.Type != "" && n.DisableContainerInterface {
 		return cnierr.InvalidConfig("disableContainerInterface", "cannot be set with an ipam plugin (ipam.type %q)", n.IPAM.Type)
 	}
-	if n.IPMasq && n.IPMasqBackend != nil {
-		switch b := *n.IPMasqBackend; b {
-		case netfilter.BackendIPTables, netfilter.BackendNFTables:
-		default:
-			return cnierr.InvalidConfig("ipMasqBackend", "%q is neither %q nor %q", b, netfilter.BackendIPTables, netfilter.BackendNFTables)
+	if n.IPMasq {
+		if err := netfilter.CheckBackend("ipMasqBackend", n.masqBackend()); err != nil {
+			return err
 		}
 	}
 	for _, m := range []struct{ key, val string }{
