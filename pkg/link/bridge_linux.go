@@ -79,6 +79,9 @@ func (h *Handle) createBridge(s BridgeSpec) (*Bridge, error) {
 	}
 	// LinkAdd looks the new link up once to learn its index.
 	if err := h.LinkAdd(nb); err != nil {
+		if s.VlanFiltering && errors.Is(err, syscall.EOPNOTSUPP) {
+			return nil, fmt.Errorf("create bridge %q with VLAN filtering (for vlan/vlanTrunk): this kernel does not support it (CONFIG_BRIDGE_VLAN_FILTERING): %w", s.Name, err)
+		}
 		return nil, fmt.Errorf("create bridge %q: %w", s.Name, err)
 	}
 	if s.Promisc {
