@@ -92,8 +92,9 @@ func (a *attachment) add() (*current.Result, error) {
 			return nil, err
 		}
 	}
-	if !br.Created && !pinned && !n.IsGW {
+	if !pinned && (br.MACFollowsPorts() || (!br.Created && !n.IsGW)) {
 		// A bridge made elsewhere may follow its lowest port's MAC: report the current one.
+		// (With isGateway its MAC was pinned when its gateway address was added.)
 		if l, err := a.host.LinkByIndex(br.Index); err == nil {
 			res.Interfaces[ifBridge].Mac = l.Attrs().HardwareAddr.String()
 		}

@@ -210,3 +210,14 @@ func natSave(t *testing.T, n *testenv.NS, prog string) string {
 	}
 	return strings.Join(keep, "\n")
 }
+
+func withKey(t *testing.T, conf []byte, key string, v any) []byte {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(conf, &m); err != nil {
+		t.Fatal(err)
+	}
+	m[key] = v
+	out, _ := json.Marshal(m)
+	return out
+}

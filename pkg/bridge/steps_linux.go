@@ -54,10 +54,14 @@ func (a *attachment) setupGateways(br *link.Bridge, gws []*net.IPNet, res *curre
 	pinned := false
 	if added && !(br.Created && target == netlink.Link(br.Bridge)) {
 		// Keep the MAC the gateway now answers with, whatever ports come and go.
-		if err := a.host.PinMAC(target); err != nil {
+		mac, err := a.host.PinMAC(target)
+		if err != nil {
 			return false, err
 		}
 		pinned = target == netlink.Link(br.Bridge)
+		if pinned {
+			res.Interfaces[ifBridge].Mac = mac.String()
+		}
 	}
 	v4, v6 := false, false
 	for _, g := range gws {

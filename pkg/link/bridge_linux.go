@@ -190,9 +190,33 @@ func (h *Handle) EnsureAddrs(l netlink.Link, want []*net.IPNet, force bool, forc
 }
 
 // PinMAC sets a link's MAC to its current value: a bridge then keeps it when ports come and go.
-func (h *Handle) PinMAC(l netlink.Link) error {
-	if err := h.LinkSetHardwareAddr(l, l.Attrs().HardwareAddr); err != nil {
-		return fmt.Errorf("set MAC of %q: %w", l.Attrs().Name, err)
+// A port-less bridge shows no MAC until a port lends it one: then the link is read again first.
+// It returns the MAC now pinned.
+func (h *Handle) PinMAC(l netlink.Link) (net.HardwareAddr, error) {
+	mac := l.Attrs().HardwareAddr
+	if isZeroMAC(mac) {
+		cur, err := h.LinkByIndex(l.Attrs().Index)
+		if err != nil {
+			return nil, fmt.Errorf("read MAC of %q: %w", l.Attrs().Name, err)
+		}
+		mac = cur.Attrs().HardwareAddr
 	}
-	return nil
+	if err := h.LinkSetHardwareAddr(l, mac); err != nil {
+		return nil, fmt.Errorf("set MAC of %q to %s: %w", l.Attrs().Name, mac, err)
+	}
+	l.Attrs().HardwareAddr = mac
+	return mac, nil
 }
+
+func isZeroMAC(m net.HardwareAddr) bool {
+	for _, b := range m {
+		if b != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// MACFollowsPorts tells whether a bridge's MAC may change as ports join: one made elsewhere
+// and seen without a MAC certainly will; one made here never does.
+func (b *Bridge) MACFollowsPorts() bool { return !b.Created && isZeroMAC(b.HardwareAddr) }
