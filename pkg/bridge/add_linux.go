@@ -43,11 +43,16 @@ func Add(args *skel.CmdArgs) error {
 	}
 	defer a.pod.Close()
 	res, err := a.add()
+	var out types.Result
+	if err == nil {
+		// Converting down can fail (0.2.0 needs an IP): that is a failed ADD too.
+		out, err = res.GetAsVersion(n.CNIVersion)
+	}
 	if err != nil {
 		a.rollback()
 		return err
 	}
-	return types.PrintResult(res, n.CNIVersion)
+	return out.Print()
 }
 
 func (a *attachment) add() (*current.Result, error) {

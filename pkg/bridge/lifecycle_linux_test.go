@@ -230,3 +230,16 @@ func TestExistingBridgeMACReported(t *testing.T) {
 		})
 	}
 }
+
+// A result that cannot be given in the config's version (0.2.0 needs an IP) fails the ADD,
+// which is then undone like any other failure.
+func TestUnconvertibleResultRollsBack(t *testing.T) {
+	e := newEnv(t)
+	p := e.node.NewPod(t)
+	e.call("ADD", p, "c1", "eth0", e.conf(map[string]any{"cniVersion": "0.2.0", "ipam": nil, "isGateway": false})).
+		MustFail(t, 999).ErrContains(t, "convert")
+	e.nothingLeft()
+	if l := links(t, p); len(l) != 1 {
+		t.Fatalf("pod links after failed ADD: %v", l)
+	}
+}
