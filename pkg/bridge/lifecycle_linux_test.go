@@ -188,9 +188,9 @@ func TestGCAndStatus(t *testing.T) {
 		MustFail(t, 999).ErrContains(t, "no-such-ipam")
 }
 
-func TestManyPodsNoSleeps(t *testing.T) {
-	// Guards the no-sleep hot path loosely (timing goals live in benchmarks): 10 ADDs and DELs
-	// of a dual-stack pod finish far below the reference's settle loops (one would be 50 ms+).
+func TestTenPodsAddDel(t *testing.T) {
+	// Ten dual-stack pods on one bridge, then all removed: nothing is left (the time is only
+	// logged; timing goals live in BenchmarkBridgeAddDel).
 	e := newEnv(t)
 	conf := e.conf(map[string]any{"ipam": e.ipam("10.22.0.0/24", "fd00:22::/64")})
 	pods := make([]*testenv.NS, 10)
