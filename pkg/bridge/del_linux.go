@@ -47,7 +47,7 @@ func Del(args *skel.CmdArgs) error {
 			errs = append(errs, err)
 		}
 	}
-	if n.IPMasq {
+	if n.IPMasq && n.IPAM.Type != "" {
 		if err := netfilter.TeardownMasq(n.masq(args, ips)); err != nil {
 			errs = append(errs, fmt.Errorf("remove ipMasq rules: %w", err))
 		}

@@ -83,6 +83,9 @@ func (a *attachment) vlanGateway(br *link.Bridge) (netlink.Link, error) {
 		return l, err
 	}
 	v, err := a.host.AddVeth(a.host, link.VethSpec{PeerName: name, MTU: br.MTU, MasterIx: br.Index})
+	if errors.Is(err, link.ErrPeerExists) {
+		return a.host.LinkByName(name) // made meanwhile by a concurrent ADD
+	}
 	if err != nil {
 		return nil, fmt.Errorf("create vlan gateway %q: %w", name, err)
 	}
