@@ -248,3 +248,41 @@ func TestUnconvertibleResultRollsBack(t *testing.T) {
 		t.Fatalf("pod links after failed ADD: %v", l)
 	}
 }
+
+// Concurrent ADDs on a node without the bridge race to create it and to give it its gateway
+// address: all succeed with distinct addresses, and all reach the gateway.
+func TestConcurrentAddsOnFreshNode(t *testing.T) {
+	e := newEnv(t)
+	conf := e.conf(map[string]any{"ipMasq": true})
+	const n = 8
+	pods := make([]*testenv.NS, n)
+	for i := range pods {
+		pods[i] = e.node.NewPod(t)
+	}
+	outs := make([]testenv.Out, n)
+	done := make(chan int)
+	for i := range pods {
+		go func(i int) {
+			outs[i] = testenv.Run(t, testenv.Call{Bin: e.bin, Command: "ADD", ContainerID: fmt.Sprintf("cc%d", i), IfName: "eth0",
+				Netns: pods[i].Path, Path: e.path, Config: conf, In: e.node.NS})
+			done <- i
+		}(i)
+	}
+	for range pods {
+		<-done
+	}
+	seen := map[string]bool{}
+	for i, o := range outs {
+		r := o.MustSucceed(t).Result(t, "1.0.0")
+		ip := ipOf(r, true)
+		if seen[ip] {
+			t.Fatalf("address %s handed out twice", ip)
+		}
+		seen[ip] = true
+		ping(t, pods[i], "10.22.0.1")
+	}
+	for i := range pods {
+		e.call("DEL", pods[i], fmt.Sprintf("cc%d", i), "eth0", conf).MustSucceed(t)
+	}
+	e.nothingLeft()
+}
