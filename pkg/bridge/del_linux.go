@@ -20,7 +20,9 @@ import (
 // reservation and removes the spoof check and masquerade rules. Every step runs even when
 // another failed, and nothing left to remove is success: DEL is idempotent and works without
 // the netns and without prevResult. The masquerade rules are found from prevResult, else from
-// the interface's addresses, else (the engine) from the rules' comments.
+// the interface's addresses, else (the engine) from the rules' comments. Deleting the veth
+// waits on the kernel (an RCU grace period), so it runs while the IPAM plugin and the rule
+// updates do.
 func Del(args *skel.CmdArgs) error {
 	n, err := Parse(args.StdinData, args.Args)
 	if err != nil {
@@ -28,13 +30,18 @@ func Del(args *skel.CmdArgs) error {
 	}
 	ips := prevIPs(n, args.IfName)
 	var errs []error
+	var linkGone chan error
 	if args.Netns != "" {
-		found, err := delPodIface(args.Netns, args.IfName)
+		found, del, err := podIface(args.Netns, args.IfName)
 		if err != nil {
 			errs = append(errs, err)
 		}
 		if len(ips) == 0 {
 			ips = found
+		}
+		if del != nil {
+			linkGone = make(chan error, 1)
+			go func() { linkGone <- del() }()
 		}
 	}
 	if n.IPAM.Type != "" {
@@ -50,6 +57,11 @@ func Del(args *skel.CmdArgs) error {
 	if n.IPMasq && n.IPAM.Type != "" {
 		if err := netfilter.TeardownMasq(n.masq(args, ips)); err != nil {
 			errs = append(errs, fmt.Errorf("remove ipMasq rules: %w", err))
+		}
+	}
+	if linkGone != nil {
+		if err := <-linkGone; err != nil {
+			errs = append(errs, err)
 		}
 	}
 	return joinErrors(errs)
@@ -74,32 +86,30 @@ func prevIPs(n *NetConf, ifName string) []*current.IPConfig {
 	return out
 }
 
-// delPodIface deletes the pod's interface (its veth peer goes with it) and returns its global
-// addresses. A gone netns or interface is not an error.
-func delPodIface(netns, ifName string) ([]*current.IPConfig, error) {
+// podIface finds the pod's interface and returns its global addresses and a func deleting it
+// (its veth peer goes with it). A gone netns or interface gives no func and no error.
+func podIface(netns, ifName string) ([]*current.IPConfig, func() error, error) {
 	h, err := link.OpenHandle(netns)
 	var gone ns.NSPathNotExistErr
 	if errors.As(err, &gone) {
-		return nil, nil
+		return nil, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("open netns %q: %w", netns, err)
+		return nil, nil, fmt.Errorf("open netns %q: %w", netns, err)
 	}
-	defer h.Close()
 	l, err := h.LinkByName(ifName)
 	var notFound netlink.LinkNotFoundError
-	if errors.As(err, &notFound) {
-		return nil, nil
-	}
 	if err != nil {
-		return nil, fmt.Errorf("look up %q in %s: %w", ifName, netns, err)
+		h.Close()
+		if errors.As(err, &notFound) {
+			return nil, nil, nil
+		}
+		return nil, nil, fmt.Errorf("look up %q in %s: %w", ifName, netns, err)
 	}
 	addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
 	if err != nil {
-		return nil, fmt.Errorf("list addresses of %q: %w", ifName, err)
-	}
-	if err := h.LinkDel(l); err != nil {
-		return nil, fmt.Errorf("delete %q in %s: %w", ifName, netns, err)
+		h.Close()
+		return nil, nil, fmt.Errorf("list addresses of %q: %w", ifName, err)
 	}
 	var ips []*current.IPConfig
 	for _, a := range addrs {
@@ -107,5 +117,12 @@ func delPodIface(netns, ifName string) ([]*current.IPConfig, error) {
 			ips = append(ips, &current.IPConfig{Address: net.IPNet{IP: a.IP, Mask: a.Mask}})
 		}
 	}
-	return ips, nil
+	del := func() error {
+		defer h.Close()
+		if err := h.LinkDel(l); err != nil {
+			return fmt.Errorf("delete %q in %s: %w", ifName, netns, err)
+		}
+		return nil
+	}
+	return ips, del, nil
 }
