@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 
@@ -183,7 +184,13 @@ func (e *env) reservations() []string {
 // nothingLeft fails unless the node has no veth and no reservation and no spoof-check chain.
 func (e *env) nothingLeft() {
 	e.t.Helper()
-	if v := vethsOf(e.t, e.node.NS); len(v) != 0 {
+	// A deleted pod netns takes its veth along asynchronously (the kernel's netns cleanup
+	// work): give that a moment; a real leak stays.
+	v := vethsOf(e.t, e.node.NS)
+	for deadline := time.Now().Add(10 * time.Second); len(v) != 0 && time.Now().Before(deadline); v = vethsOf(e.t, e.node.NS) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if len(v) != 0 {
 		e.t.Errorf("veths left on the node: %v", v)
 	}
 	if r := e.reservations(); len(r) != 0 {
