@@ -91,7 +91,8 @@ func prevIPs(n *NetConf, ifName string) []*current.IPConfig {
 func podIface(netns, ifName string) ([]*current.IPConfig, func() error, error) {
 	h, err := link.OpenHandle(netns)
 	var gone ns.NSPathNotExistErr
-	if errors.As(err, &gone) {
+	var unmounted ns.NSPathNotNSErr // the netns file outlived its mount
+	if errors.As(err, &gone) || errors.As(err, &unmounted) {
 		return nil, nil, nil
 	}
 	if err != nil {

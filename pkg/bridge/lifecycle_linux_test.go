@@ -2,6 +2,8 @@ package bridge_test
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -124,6 +126,12 @@ func TestDelIdempotentAndWithoutNetns(t *testing.T) {
 	e.call("DEL", p2, "c2", "eth0", conf).MustSucceed(t)
 	e.call("DEL", nil, "c2", "eth0", conf).MustSucceed(t)
 	e.nothingLeft()
+	// A netns path that outlived its mount (a plain file) counts as gone.
+	stale := testenv.NS{Name: "stale", Path: filepath.Join(t.TempDir(), "netns")}
+	if err := os.WriteFile(stale.Path, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e.call("DEL", &stale, "c2", "eth0", conf).MustSucceed(t)
 	// A garbled prevResult does not stop DEL.
 	p3 := e.node.NewPod(t)
 	e.add(p3, "c3", conf)
