@@ -1,6 +1,22 @@
 // Package bridge is the bridge plugin: a veth pair per container, its host end on a Linux
 // bridge, addresses from the delegated IPAM plugin, optional gateway, masquerade and MAC spoof
 // check, with the reference bridge plugin's config keys and results.
+//
+// Where it deliberately differs from the reference v1.9.1:
+//   - Bad config is a CNI error naming the key (7; 4 for CNI_ARGS; 2 for an unsupported
+//     ipMasqBackend), before any change. Checks only ADD needs do not block DEL.
+//   - A failed ADD undoes everything it made: veth, spoof check, IPAM reservation, masquerade
+//     rules (also when the result cannot be given in the config's cniVersion).
+//   - DEL runs every step even when one fails; with the netns gone (or its file unmounted) and
+//     no prevResult it still removes the masquerade rules (found by comment) and the spoof check.
+//   - No sleeps: no bridge-port state polling; IPv6 DAD is waited for, on address events, only
+//     with enabledad (otherwise addresses are added without DAD). Unsolicited neighbour
+//     advertisements (ndisc_notify) join the gratuitous ARP (arp_notify).
+//   - A bridge made here has a fixed MAC, and host veths get fe:… MACs, so the bridge MAC
+//     never follows a port; the IPv6 gateway address on the bridge skips DAD.
+//   - Several IPv4 ranges give the bridge several gateway addresses (the reference refuses).
+//   - GC collects IPAM and masquerade rules (the reference has no GC); CHECK also checks that
+//     the bridge is up and the masquerade rules are in place.
 package bridge
 
 import (
