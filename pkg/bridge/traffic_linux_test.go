@@ -265,3 +265,24 @@ func TestIPAMRoutesAndDNS(t *testing.T) {
 }
 
 var _ = current.Int
+
+// Two IPv4 ranges: the bridge carries both gateways (the reference refuses the second one as a
+// conflicting address) and the pod reaches both.
+func TestTwoIPv4RangesTwoGateways(t *testing.T) {
+	e := newEnv(t)
+	conf := e.conf(map[string]any{"ipam": e.ipam("10.22.0.0/24", "10.23.0.0/24")})
+	p := e.node.NewPod(t)
+	r := e.add(p, "c1", conf)
+	if len(r.IPs) != 2 {
+		t.Fatalf("ips %+v", r.IPs)
+	}
+	out := e.node.MustExec(t, "ip", "-o", "addr", "show", "dev", "cni0")
+	for _, gw := range []string{"10.22.0.1/24", "10.23.0.1/24"} {
+		if !strings.Contains(out, gw) {
+			t.Errorf("bridge lacks %s: %s", gw, out)
+		}
+	}
+	ping(t, p, "10.22.0.1")
+	ping(t, p, "10.23.0.1")
+	e.ref().call("ADD", e.node.NewPod(t), "c2", "eth0", conf).MustFail(t, 999).ErrContains(t, "already has an IP address")
+}
