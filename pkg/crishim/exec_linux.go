@@ -86,7 +86,10 @@ func (s *Server) execIn(ctx context.Context, c *container, proc procRef, p execP
 				return err
 			}
 			cmd := &exec.Cmd{Path: path, Args: p.args, Env: env, Dir: cwd, Stdin: p.stdin, Stdout: p.stdout, Stderr: p.stderr}
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			// No Pdeathsig: the command is in the container's PID namespace, where its parent
+			// is invisible and Go's fork would take that for a dead parent. It is killed on
+			// the caller's timeout instead.
+			cmd.SysProcAttr = &syscall.SysProcAttr{}
 			if p.tty != nil {
 				cmd.Stdin, cmd.Stdout, cmd.Stderr = p.tty, p.tty, p.tty
 				cmd.SysProcAttr.Setsid = true

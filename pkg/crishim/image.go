@@ -113,7 +113,8 @@ func (is *imageService) find(ref string) (string, []string) {
 }
 
 func toImage(id string, tags []string) *runtimeapi.Image {
-	return &runtimeapi.Image{Id: id, RepoTags: tags, Size: 0, Spec: &runtimeapi.ImageSpec{Image: id}}
+	// Nothing is stored, but the Kubernetes CRI client rejects an image of size 0.
+	return &runtimeapi.Image{Id: id, RepoTags: tags, Size: 1, Spec: &runtimeapi.ImageSpec{Image: id}}
 }
 
 func (is *imageService) list(f *runtimeapi.ImageFilter) []*runtimeapi.Image {

@@ -114,7 +114,13 @@ func MonitorMain(args []string) int {
 		if stdinR != nil {
 			cmd.Stdin = stdinR
 		}
-		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+		if !containsStr(spec.Namespaces, "pid") {
+			// The container dies with its monitor. Not when it joins the pod's PID namespace:
+			// there its parent is invisible to it (getppid() is 0), which Go's fork takes for a
+			// dead parent; killing the pod's infra process ends such containers instead.
+			cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+		}
 		if spec.NewPIDNS {
 			cmd.SysProcAttr.Cloneflags = syscall.CLONE_NEWPID
 		}

@@ -192,6 +192,7 @@ func (s *shim) start() {
 		t.Fatal(err)
 	}
 	defer logf.Close()
+	_ = os.Remove(s.sock) // a killed shim leaves its socket behind
 	s.cmd = exec.Command(s.bin, s.args()...)
 	s.cmd.Stdout, s.cmd.Stderr = logf, logf
 	if err := s.node.Do(func() error { return s.cmd.Start() }); err != nil {
@@ -211,8 +212,18 @@ func (s *shim) start() {
 		}
 	}
 	ep := "unix://" + s.sock
-	if s.rt, err = remote.NewRemoteRuntimeService(ctx, ep, 3*time.Minute, nil, false); err != nil {
-		t.Fatalf("CRI runtime client: %v\n%s", err, s.log())
+	for {
+		if s.rt, err = remote.NewRemoteRuntimeService(ctx, ep, 3*time.Minute, nil, false); err == nil {
+			break
+		}
+		select {
+		case werr := <-s.waitErr:
+			t.Fatalf("crishim exited: %v (client: %v)", werr, err)
+		case <-ctx.Done():
+			t.Fatalf("CRI runtime client: %v", err)
+		case <-time.After(100 * time.Millisecond):
+			t.Logf("CRI runtime client: %v; retrying", err)
+		}
 	}
 	if s.img, err = remote.NewRemoteImageService(ctx, ep, time.Minute, nil, false); err != nil {
 		t.Fatalf("CRI image client: %v", err)
@@ -550,3 +561,5 @@ func readRecords(t *testing.T, path string) []recorded {
 	}
 	return out
 }
+
+func testenvRef(t *testing.T) string { return testenv.RefPluginDir(t, "v1.9.1") }
