@@ -250,7 +250,10 @@ func podIPs(res *current.Result) []string {
 	if len(v4) == 0 {
 		return v6
 	}
-	return append(append(v4[:1], v6...), v4[1:]...)
+	out := make([]string, 0, len(v4)+len(v6))
+	out = append(out, v4[0])
+	out = append(out, v6...)
+	return append(out, v4[1:]...)
 }
 
 func listFromBytes(b []byte) (*libcni.NetworkConfigList, error) {
