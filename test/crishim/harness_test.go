@@ -453,9 +453,11 @@ func (s *shim) leftovers(t *testing.T) []string {
 			out = append(out, "link "+l)
 		}
 	}
-	resv, _ := filepath.Glob(filepath.Join(s.dataDir, "*", "10.*"))
+	resv, _ := filepath.Glob(filepath.Join(s.dataDir, "*", "*"))
 	for _, r := range resv {
-		out = append(out, "reservation "+r)
+		if b := filepath.Base(r); b != "lock" && !strings.HasPrefix(b, "last_reserved_ip.") {
+			out = append(out, "reservation "+r)
+		}
 	}
 	nat := s.node.MustExec(t, "iptables-save", "-t", "nat")
 	for _, l := range strings.Split(nat, "\n") {

@@ -139,3 +139,23 @@ func TestTwoPodsHTTPAndHostPort(t *testing.T) {
 		t.Errorf("hostPort still answers after removal: %q", body)
 	}
 }
+
+// A dual-stack network: the pod IP is the IPv4 address, the IPv6 one is an additional IP.
+func TestDualStackPodIPs(t *testing.T) {
+	conf := strings.Replace(bridgeConflist(""), `"ranges":[[{"subnet":"10.77.0.0/24"}]],"routes":[{"dst":"0.0.0.0/0"}]`,
+		`"ranges":[[{"subnet":"fd00:77::/64"}],[{"subnet":"10.77.0.0/24"}]],"routes":[{"dst":"0.0.0.0/0"},{"dst":"::/0"}]`, 1)
+	s := startShim(t, shimOpts{conflist: conf})
+	p := s.runPod(t, podOpts{name: "dual"})
+	st, err := s.rt.PodSandboxStatus(ctxT(t), p.id, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := st.GetStatus().GetNetwork()
+	if !strings.HasPrefix(n.GetIp(), "10.77.0.") || len(n.GetAdditionalIps()) != 1 || !strings.HasPrefix(n.GetAdditionalIps()[0].GetIp(), "fd00:77::") {
+		t.Errorf("pod IPs: %q + %v", n.GetIp(), n.GetAdditionalIps())
+	}
+	s.removePod(t, p.id)
+	if left := s.leftovers(t); len(left) > 0 {
+		t.Errorf("left behind:\n%s", strings.Join(left, "\n"))
+	}
+}
