@@ -40,11 +40,12 @@ cleanup() {
 trap cleanup EXIT
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 innode() { ip netns exec "$node" "$@"; }
-crictl() { innode "$CRICTL" --runtime-endpoint "unix://$sock" --image-endpoint "unix://$sock" --timeout 60s "$@"; }
+crictl() { innode "$CRICTL" --config "$work/crictl.yaml" "$@"; }
 
 ip netns add "$node"
 ip -n "$node" link set lo up
 mkdir -p "$work/net.d" "$work/logs"
+printf 'runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n' "$sock" "$sock" >"$work/crictl.yaml"
 cat >"$work/net.d/10-cni-suite.conflist" <<JSON
 {
   "cniVersion": "1.0.0", "cniVersions": ["1.0.0", "1.1.0"], "name": "cni-suite",
@@ -93,15 +94,15 @@ run() { # pod-json name command...
 }
 
 step "three pods: web serves HTTP on 8080 (hostPort 30080), two clients"
-read -r web_pod web_ctr < <(run "$(pod_json web 30080 8080)" httpd \
-  socat TCP-LISTEN:8080,fork,reuseaddr 'SYSTEM:echo HTTP/1.0 200 OK; echo; echo hello from $(hostname)')
+read -r web_pod web_ctr < <(run "$(pod_json web 30080 8080)" httpd sh -c \
+  "echo web: serving HTTP on :8080; exec socat -d -d TCP-LISTEN:8080,fork,reuseaddr 'SYSTEM:echo HTTP/1.0 200 OK; echo; echo hello from \$(hostname)'")
 read -r c1_pod c1_ctr < <(run "$(pod_json client-1)" shell sleep 3600)
 read -r c2_pod c2_ctr < <(run "$(pod_json client-2)" shell sleep 3600)
 crictl pods
 printf '\n%-10s %-14s %s\n' POD IP ID
 for p in "$web_pod" "$c1_pod" "$c2_pod"; do
-  crictl inspectp -o go-template --template '{{.status.metadata.name}} {{.status.network.ip}} {{.status.id}}{{"\n"}}' "$p" |
-    awk '{printf "%-10s %-14s %.13s\n", $1, $2, $3}'
+  crictl inspectp -o go-template --template '{{.status.metadata.name}} {{.status.network.ip}} {{.status.id}}' "$p" |
+    awk 'NF {printf "%-10s %-14s %.13s\n", $1, $2, $3}'
 done
 web_ip=$(crictl inspectp -o go-template --template '{{.status.network.ip}}' "$web_pod")
 gw=${web_ip%.*}.1
@@ -114,8 +115,9 @@ step "hostPort from the node: 127.0.0.1:30080 and the bridge address $gw:30080"
 innode curl -s -m 5 http://127.0.0.1:30080/
 innode curl -s -m 5 "http://$gw:30080/"
 step "web's log, as kubectl logs reads it"
-crictl logs "$web_ctr" 2>&1 | head -3 || true
-cat "$work/logs/web/httpd.log" | head -3 || true
+crictl logs "$web_ctr" 2>&1 | head -4
+echo "-- the file, in the CRI log format:"
+head -4 "$work/logs/web/httpd.log"
 
 step "remove every pod"
 for p in "$web_pod" "$c1_pod" "$c2_pod"; do crictl stopp "$p" >/dev/null; crictl rmp "$p"; done
