@@ -19,8 +19,14 @@ import (
 func (s *shim) crictl(t *testing.T, stdin string, args ...string) (string, string, int) {
 	t.Helper()
 	bin := testenv.Crictl(t)
-	full := append([]string{"netns", "exec", s.node.Name, bin, "--runtime-endpoint", "unix://" + s.sock,
-		"--image-endpoint", "unix://" + s.sock, "--timeout", "60s"}, args...)
+	conf := filepath.Join(s.stateDir, "..", "crictl.yaml")
+	if !fileExists(conf) {
+		body := fmt.Sprintf("runtime-endpoint: unix://%s\nimage-endpoint: unix://%s\ntimeout: 60\n", s.sock, s.sock)
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	full := append([]string{"netns", "exec", s.node.Name, bin, "--config", conf}, args...)
 	cmd := exec.Command("ip", full...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer

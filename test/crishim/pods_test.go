@@ -120,7 +120,21 @@ func TestTwoPodsHTTPAndHostPort(t *testing.T) {
 		t.Errorf("log after stop: %q", b)
 	}
 
+	// The client pod's mount namespace was copied from the node's while the server's netns was
+	// mounted there: removing the server must drop that copy too, or its netns would live on.
+	vs, err := s.rt.PodSandboxStatus(ctx, client.id, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clientMounts := fmt.Sprintf("/proc/%s/mountinfo", vs.GetInfo()["pid"])
+	serverNetns := "cni-" + server.id[:32]
+	if b, _ := os.ReadFile(clientMounts); !strings.Contains(string(b), serverNetns) {
+		t.Fatalf("the client pod's mounts do not show the server's netns (test premise):\n%s", b)
+	}
 	s.removePod(t, server.id)
+	if b, _ := os.ReadFile(clientMounts); strings.Contains(string(b), serverNetns) || len(b) == 0 {
+		t.Errorf("the server's netns is still mounted in the client pod's mount namespace:\n%s", b)
+	}
 	s.removePod(t, client.id)
 	// Stop and Remove of gone IDs are success.
 	if err := s.rt.StopPodSandbox(ctx, server.id); err != nil {
