@@ -1,19 +1,25 @@
 package crishim
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/containernetworking/cni/libcni"
+	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"github.com/containernetworking/cni/pkg/version"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
@@ -44,7 +50,7 @@ func newCNINet(confDir string, binDirs []string, cacheDir string) (*cniNet, erro
 	}
 	return &cniNet{
 		confDir: confDir,
-		cni:     libcni.NewCNIConfigWithCacheDir(binDirs, cacheDir, nil),
+		cni:     libcni.NewCNIConfigWithCacheDir(binDirs, cacheDir, pluginExec{}),
 		lo:      lo,
 	}, nil
 }
@@ -272,4 +278,72 @@ func containsStr(list []string, s string) bool {
 		}
 	}
 	return false
+}
+
+// pluginExec runs plugin binaries as libcni's own executor does, except that a plugin dies
+// with the shim: a shim killed during ADD must not see that ADD complete behind the DEL that
+// undoes it at the next start.
+type pluginExec struct{}
+
+func (pluginExec) ExecPlugin(ctx context.Context, path string, stdin []byte, environ []string) ([]byte, error) {
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, path)
+	cmd.Env = environ
+	cmd.Stdin = bytes.NewReader(stdin)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	err := startOnStableThread(cmd)
+	if err == nil {
+		err = cmd.Wait()
+	}
+	if err != nil {
+		e := &types.Error{}
+		switch {
+		case stdout.Len() > 0:
+			if jerr := json.Unmarshal(stdout.Bytes(), e); jerr != nil {
+				e.Msg = fmt.Sprintf("plugin %s failed and its error %q is not JSON: %v", filepath.Base(path), stdout.String(), jerr)
+			}
+		case stderr.Len() > 0:
+			e.Msg = fmt.Sprintf("plugin %s failed: %q: %v", filepath.Base(path), stderr.String(), err)
+		default:
+			e.Msg = fmt.Sprintf("plugin %s failed with no error message: %v", filepath.Base(path), err)
+		}
+		return nil, e
+	}
+	return stdout.Bytes(), nil
+}
+
+func (pluginExec) FindInPath(plugin string, paths []string) (string, error) {
+	return invoke.FindInPath(plugin, paths)
+}
+
+func (pluginExec) Decode(b []byte) (version.PluginInfo, error) {
+	return (&version.PluginDecoder{}).Decode(b)
+}
+
+// The parent death signal fires when the thread that forked the child ends, not the process.
+// The shim throws threads away after moving them into pod namespaces, and such a thread may
+// have forked a plugin before: plugins are therefore forked from one thread that never ends.
+var (
+	launcherOnce sync.Once
+	launches     = make(chan launch)
+)
+
+type launch struct {
+	cmd *exec.Cmd
+	err chan error
+}
+
+func startOnStableThread(cmd *exec.Cmd) error {
+	launcherOnce.Do(func() {
+		go func() {
+			runtime.LockOSThread() // never unlocked, and this goroutine never returns
+			for l := range launches {
+				l.err <- l.cmd.Start()
+			}
+		}()
+	})
+	l := launch{cmd: cmd, err: make(chan error, 1)}
+	launches <- l
+	return <-l.err
 }

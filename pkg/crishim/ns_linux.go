@@ -187,15 +187,6 @@ func removeNetNS(path string) error {
 	return nil
 }
 
-// isNetNS reports whether path is a mounted network namespace.
-func isNetNS(path string) bool {
-	var st unix.Statfs_t
-	if err := unix.Statfs(path, &st); err != nil {
-		return false
-	}
-	return st.Type == unix.NSFS_MAGIC
-}
-
 // MountsUnder lists the mount points at or below dir in the calling process's mount namespace,
 // deepest first (the order to unmount them in).
 func MountsUnder(dir string) ([]string, error) {

@@ -69,8 +69,8 @@ func setupPod(spec pauseSpec) error {
 			continue
 		}
 		if _, err := os.Stat(b[1]); err != nil {
-			// No file to cover (or a dangling symlink): make one on a private tmpfs-free way is
-			// not possible without touching the node's files, so the pod goes without.
+			// Nothing to mount over (or a dangling symlink): creating the file would change
+			// the node's filesystem, so the pod goes without.
 			fmt.Fprintf(os.Stderr, "pause: not mounting %s: %v\n", b[1], err)
 			continue
 		}

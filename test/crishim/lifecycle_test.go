@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cni-suite/cni-suite/pkg/crishim"
 )
 
 // 50 pods started at once get 50 distinct addresses; a restart of the shim (killed, as in a
@@ -74,6 +76,21 @@ func TestConcurrentPodsSurviveRestart(t *testing.T) {
 	before := ips()
 	if len(before) != n {
 		t.Fatalf("%d ready pods listed, want %d", len(before), n)
+	}
+	// Filters: an ID prefix (as crictl passes it), a state, labels.
+	for _, f := range []struct {
+		filter *runtimeapi.PodSandboxFilter
+		want   int
+	}{
+		{&runtimeapi.PodSandboxFilter{Id: pods[3].id[:13]}, 1},
+		{&runtimeapi.PodSandboxFilter{State: &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_NOTREADY}}, 0},
+		{&runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"app": "p07"}}, 1},
+		{&runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"app": "p07", "suite": "other"}}, 0},
+	} {
+		list, err := s.rt.ListPodSandbox(ctxT(t), f.filter)
+		if err != nil || len(list) != f.want {
+			t.Errorf("ListPodSandbox(%v): %d pods, %v; want %d", f.filter, len(list), err, f.want)
+		}
 	}
 	ctr := s.runContainer(t, pods[0], "sleeper", []string{"sleep", "3600"})
 
@@ -137,9 +154,9 @@ func sorted(m map[string]string) []string {
 func TestRestartGCAndOrphans(t *testing.T) {
 	recDir := recorderDir(t)
 	logFile := filepath.Join(t.TempDir(), "calls.jsonl")
-	extra := fmt.Sprintf(`,{"type":%q,"logFile":%q}`, recorderName, logFile)
+	extra := fmt.Sprintf(`,{"type":%q,"logFile":%q,"capabilities":{"portMappings":true,"dns":true,"io.kubernetes.cri.pod-annotations":true}}`, recorderName, logFile)
 	s := startShim(t, shimOpts{conflist: bridgeConflist(extra), binDirs: []string{testenvRef(t), recDir}})
-	keep := s.runPod(t, podOpts{name: "keep"})
+	keep := s.runPod(t, podOpts{name: "keep", hostPort: 30090, ctrPort: 80})
 	lost := s.runPod(t, podOpts{name: "lost"})
 	ctr := s.runContainer(t, keep, "ticker", []string{"sh", "-c", "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.1; done"})
 
@@ -153,6 +170,15 @@ func TestRestartGCAndOrphans(t *testing.T) {
 	wantArgs := "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=keep;K8S_POD_INFRA_CONTAINER_ID=" + keep.id + ";K8S_POD_UID=uid-keep"
 	if add.Args != wantArgs || add.IfName != "eth0" || !strings.HasPrefix(add.Netns, s.netnsDir+"/") {
 		t.Errorf("ADD env: args %q ifname %q netns %q", add.Args, add.IfName, add.Netns)
+	}
+	var addConf struct {
+		RuntimeConfig json.RawMessage `json:"runtimeConfig"`
+	}
+	_ = json.Unmarshal(add.Stdin, &addConf)
+	wantRC := `{"dns":{"options":["ndots:5"],"searches":["default.svc.cluster.local","svc.cluster.local"],"servers":["10.96.0.10"]},` +
+		`"io.kubernetes.cri.pod-annotations":{"test":"yes"},"portMappings":[{"containerPort":80,"hostPort":30090,"protocol":"tcp"}]}`
+	if string(addConf.RuntimeConfig) != wantRC {
+		t.Errorf("ADD runtimeConfig:\n%s\nwant:\n%s", addConf.RuntimeConfig, wantRC)
 	}
 
 	logPath := filepath.Join(keep.cfg.LogDirectory, "ticker.log")
@@ -563,3 +589,76 @@ func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return nil
 }
 func (rawCodec) Name() string { return "proto" }
+
+// A shim killed while pods are being made leaves nothing half made: at the next start every
+// listed pod is ready with an address, and netns, infra processes and reservations match them.
+func TestKilledDuringRunPodSandbox(t *testing.T) {
+	s := startShim(t, shimOpts{conflist: bridgeConflist("")})
+	for round := range 2 {
+		var wg sync.WaitGroup
+		for i := range 12 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, _ = s.rt.RunPodSandbox(context.Background(), s.podConfig(podOpts{name: fmt.Sprintf("r%d-%d", round, i)}), "")
+			}()
+		}
+		// Kill once a few are ready, while the others are on their way.
+		waitFor(t, "some pods ready", func() error {
+			l, err := s.rt.ListPodSandbox(ctxT(t), nil)
+			n := 0
+			for _, p := range l {
+				if strings.HasPrefix(p.GetMetadata().GetName(), fmt.Sprintf("r%d-", round)) {
+					n++
+				}
+			}
+			if err != nil || n < 1 {
+				return fmt.Errorf("%d ready, %v", n, err)
+			}
+			return nil
+		})
+		s.kill()
+		wg.Wait()
+		s.start()
+		list, err := s.rt.ListPodSandbox(ctxT(t), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		netns, _ := os.ReadDir(s.netnsDir)
+		resv, _ := filepath.Glob(filepath.Join(s.dataDir, "crishim-test", "10.*"))
+		t.Logf("round %d: %d pods survived the kill, %d half-made ones undone", round, len(list), strings.Count(s.log(), "undoing sandbox"))
+		for _, p := range list {
+			st, err := s.rt.PodSandboxStatus(ctxT(t), p.Id, false)
+			if err != nil || p.State != runtimeapi.PodSandboxState_SANDBOX_READY || st.GetStatus().GetNetwork().GetIp() == "" {
+				t.Errorf("pod %s after the kill: %v ip %q %v", p.Id, p.State, st.GetStatus().GetNetwork().GetIp(), err)
+			}
+		}
+		pauses := 0
+		for _, pid := range crishim.ProcessesWithArg(s.stateDir) {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); strings.Contains(string(b), crishim.PauseArg) {
+				pauses++
+			}
+		}
+		if len(netns) != len(list) || len(resv) != len(list) || pauses != len(list) {
+			t.Errorf("round %d: %d pods, %d netns, %d reservations, %d infra processes", round, len(list), len(netns), len(resv), pauses)
+		}
+	}
+	for _, p := range mustList(t, s) {
+		s.removePod(t, p)
+	}
+	if left := s.leftovers(t); len(left) > 0 {
+		t.Errorf("left behind:\n%s", strings.Join(left, "\n"))
+	}
+}
+
+func mustList(t *testing.T, s *shim) []string {
+	list, err := s.rt.ListPodSandbox(ctxT(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, p := range list {
+		ids = append(ids, p.Id)
+	}
+	return ids
+}
