@@ -158,6 +158,25 @@ func TestCrictl(t *testing.T) {
 		t.Errorf("crictl attach (after %v): out %q err %q exit %d", time.Since(start), out, errs, code)
 	}
 
+	// attach -i: input reaches a container created with stdin (once): cat echoes it and ends
+	// when the input does.
+	catJSON := writeJSONFile(t, map[string]any{
+		"metadata": map[string]any{"name": "cat"}, "image": map[string]any{"image": "busybox"},
+		"command": []string{"cat"}, "stdin": true, "stdin_once": true,
+	})
+	cat := s.mustCrictl(t, "create", pod, catJSON, podJSON)
+	s.mustCrictl(t, "start", cat)
+	out, errs, code = s.crictl(t, "fed through attach\n", "attach", "-i", cat)
+	if out != "fed through attach\n" || code != 0 {
+		t.Errorf("crictl attach -i: out %q err %q exit %d", out, errs, code)
+	}
+	waitFor(t, "cat to end with its input", func() error {
+		if st := s.mustCrictl(t, "inspect", "-o", "go-template", "--template", "{{.status.state}}", cat); st != "CONTAINER_EXITED" {
+			return fmt.Errorf("state %s", st)
+		}
+		return nil
+	})
+
 	// images: the one named by create is listed.
 	if out := s.mustCrictl(t, "images", "-q"); !strings.HasPrefix(out, "sha256:") {
 		t.Errorf("crictl images: %q", out)

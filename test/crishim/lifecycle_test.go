@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	remote "k8s.io/cri-client/pkg"
 
 	"github.com/cni-suite/cni-suite/pkg/crishim"
 )
@@ -237,6 +238,19 @@ func TestRestartGCAndOrphans(t *testing.T) {
 	waitFor(t, "logging after the restart", func() error {
 		if n := ticks(); n <= before {
 			return fmt.Errorf("still %d ticks", n)
+		}
+		return nil
+	})
+	// Log rotation: kubelet renames the file and asks for a reopen; output goes to a new file.
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.rt.ReopenContainerLog(ctxT(t), ctr); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "logging into the reopened file", func() error {
+		if n := ticks(); n == 0 {
+			return fmt.Errorf("no ticks in the new file")
 		}
 		return nil
 	})
@@ -549,6 +563,22 @@ func TestBadRequestsAndImages(t *testing.T) {
 		t.Fatalf("shim gone after bad requests: %v", err)
 	}
 
+	// The streaming list RPCs (what the client uses with CRIListStreaming) answer like the lists.
+	p := s.runPod(t, podOpts{name: "listed"})
+	s.runContainer(t, p, "c", []string{"sleep", "3600"})
+	streamRT, err := remote.NewRemoteRuntimeService(ctx, "unix://"+s.sock, time.Minute, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer streamRT.Close(ctx)
+	if pods, err := streamRT.ListPodSandbox(ctx, nil); err != nil || len(pods) != 1 || pods[0].Id != p.id {
+		t.Errorf("streamed pods: %v %v", pods, err)
+	}
+	if ctrs, err := streamRT.ListContainers(ctx, nil); err != nil || len(ctrs) != 1 {
+		t.Errorf("streamed containers: %v %v", ctrs, err)
+	}
+	s.removePod(t, p.id)
+
 	// Images: recorded, listed, found by name or ID, removed; nothing pulled.
 	ref, err := s.img.PullImage(ctx, &runtimeapi.ImageSpec{Image: "busybox"}, nil, nil)
 	if err != nil || !strings.HasPrefix(ref, "sha256:") {
@@ -561,7 +591,7 @@ func TestBadRequestsAndImages(t *testing.T) {
 	if img, err := s.img.ImageStatus(ctx, &runtimeapi.ImageSpec{Image: "never-pulled"}, false); err != nil || img.GetImage() != nil {
 		t.Errorf("status of an unknown image: %v %v", img, err)
 	}
-	imgs, err := s.img.ListImages(ctx, nil)
+	imgs, err := s.img.ListImages(ctx, &runtimeapi.ImageFilter{Image: &runtimeapi.ImageSpec{Image: "busybox"}})
 	if err != nil || len(imgs) != 1 || imgs[0].RepoTags[0] != "docker.io/library/busybox:latest" {
 		t.Errorf("images: %v %v", imgs, err)
 	}
@@ -574,7 +604,7 @@ func TestBadRequestsAndImages(t *testing.T) {
 	if err := s.img.RemoveImage(ctx, &runtimeapi.ImageSpec{Image: ref}); err != nil {
 		t.Errorf("second remove: %v", err)
 	}
-	if imgs, _ := s.img.ListImages(ctx, nil); len(imgs) != 0 {
+	if imgs, _ := s.img.ListImages(ctx, &runtimeapi.ImageFilter{Image: &runtimeapi.ImageSpec{Image: "busybox"}}); len(imgs) != 0 {
 		t.Errorf("images after remove: %v", imgs)
 	}
 }
