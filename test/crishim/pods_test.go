@@ -3,11 +3,14 @@ package main
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/cni-suite/cni-suite/pkg/crishim"
 )
 
 // bridgeConflist is the suite's bridge + host-local + portmap network (as in
@@ -171,5 +174,32 @@ func TestDualStackPodIPs(t *testing.T) {
 	s.removePod(t, p.id)
 	if left := s.leftovers(t); len(left) > 0 {
 		t.Errorf("left behind:\n%s", strings.Join(left, "\n"))
+	}
+}
+
+// `crishim teardown` (what make demo runs on exit) removes every pod of a state dir through
+// the CNI, with the shim down, and leaves nothing behind.
+func TestTeardownCommand(t *testing.T) {
+	s := startShim(t, shimOpts{conflist: bridgeConflist("")})
+	p := s.runPod(t, podOpts{name: "a", hostPort: 30082, ctrPort: 80, pidPod: true})
+	s.runContainer(t, p, "c", []string{"sleep", "3600"})
+	q := s.runPod(t, podOpts{name: "b"})
+	s.runContainer(t, q, "c", []string{"sleep", "3600"})
+	s.kill()
+	cmd := exec.Command(s.bin, append([]string{"teardown"}, s.args()...)...)
+	var out []byte
+	err := s.node.Do(func() error {
+		var err error
+		out, err = cmd.CombinedOutput()
+		return err
+	})
+	if err != nil {
+		t.Fatalf("crishim teardown: %v\n%s", err, out)
+	}
+	if left := s.leftovers(t); len(left) > 0 {
+		t.Errorf("left behind:\n%s", strings.Join(left, "\n"))
+	}
+	if mps, _ := crishim.MountsUnder(s.netnsDir); len(mps) != 0 {
+		t.Errorf("mounts left under the netns dir: %v", mps)
 	}
 }
