@@ -85,11 +85,14 @@ func masqCheckTx(chain string, rules, jumps []string) *tx {
 	return t
 }
 
-// teardownMasqIPT removes the container's chain and every POSTROUTING jump to it. With the IPs
-// known it first tries the exact deletions, then whether the chain is absent, without
-// reading state.
+// teardownMasqIPT removes the container's chain and every POSTROUTING jump to it: with
+// iptables-nft in one netlink batch (nftTeardown); otherwise, with the IPs known, it first
+// tries the exact deletions, then whether the chain is absent, without reading state.
 func teardownMasqIPT(x ipt, m Masq, ips []netip.Prefix) error {
 	chain, _, jumps := masqRules(x.fam, m, ips)
+	if nftTeardown(x.fam, []string{"POSTROUTING"}, chain) {
+		return nil
+	}
 	var fast []*tx
 	if len(ips) > 0 {
 		del := &tx{}

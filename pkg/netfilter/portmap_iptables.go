@@ -221,11 +221,15 @@ func equalSpecs(rs []rule, specs []string) bool {
 }
 
 // teardownPortMapIPT removes the container's chain and its entry rules (and the per-container
-// SNAT chain of releases before v0.7, when present). With the mappings known it first tries
-// the exact deletions, then whether the chain is absent (a repeated DEL, or a family the
-// container did not use), without reading state.
+// SNAT chain of releases before v0.7, when present, on the iptables-restore path). With
+// iptables-nft it is one netlink batch (nftTeardown). Otherwise, with the mappings known, it
+// first tries the exact deletions, then whether the chain is absent (a repeated DEL, or a
+// family the container did not use), without reading state.
 func teardownPortMapIPT(x ipt, p PortMap) error {
 	chain := DNATChain(p.Network, p.ContainerID)
+	if nftTeardown(x.fam, []string{chainDNAT}, chain) {
+		return nil
+	}
 	var fast []*tx
 	if len(p.Mappings) > 0 {
 		del := &tx{}
