@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -116,4 +117,25 @@ func resultIPs(t testing.TB, stdout []byte) []netip.Prefix {
 		out = append(out, netip.MustParsePrefix(ip.Address))
 	}
 	return out
+}
+
+// viaRestore makes the engine use its iptables-restore path for the rest of the test, as on a
+// node with legacy iptables or a wrapper script: PATH gets wrapper scripts in front of the
+// real programs, which iptablesOnNFT does not take for iptables-nft.
+func viaRestore(t *testing.T) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, p := range []string{"iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore"} {
+		real, err := execLookPath(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, p), []byte("#!/bin/sh\nexec "+real+" \"$@\"\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
+	if iptablesOnNFT(IPv4) {
+		t.Fatal("wrapper scripts taken for iptables-nft")
+	}
 }

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 )
 
 // The iptables backend: state is read with one `iptables-save -t nat` and written with one
@@ -164,6 +166,9 @@ func quote(s string) string {
 type tx struct {
 	lines []string
 	what  []string // per line, what it means, for error messages
+	// gate, for an optimistic transaction: the one line whose failure means "try the next
+	// optimistic transaction"; a failure anywhere else goes straight to reading state.
+	gate string
 }
 
 func (t *tx) add(what, line string) { t.lines = append(t.lines, line); t.what = append(t.what, what) }
@@ -279,10 +284,23 @@ const maxAttempts = 4
 // write fail.
 func (x ipt) apply(plan func(*table) (*tx, error), fast ...*tx) error {
 	for _, f := range fast {
-		if !f.empty() && x.restore(f) == nil {
+		if f.empty() {
+			continue
+		}
+		err := x.restore(f)
+		if err == nil {
 			return nil
 		}
+		var re *restoreError
+		if f.gate != "" && (!errors.As(err, &re) || re.line != f.gate) {
+			break
+		}
 	}
+	// Writers on this path serialise on a lock file: iptables-nft-restore retries a
+	// transaction that lost a race against another writer without checking its -N again, so
+	// two writers that both read "no CNI-HOSTPORT-DNAT" would both make it and its rules.
+	unlock := lockFamily(x.fam)
+	defer unlock()
 	var last error
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		st, err := x.save()
@@ -298,6 +316,31 @@ func (x ipt) apply(plan func(*table) (*tx, error), fast ...*tx) error {
 		}
 	}
 	return last
+}
+
+// LockDir holds the engine's lock files (one per family), shared by every plugin process.
+var LockDir = "/run/cni-suite"
+
+// lockFamily takes the family's lock file; without a writable LockDir it goes on unlocked.
+func lockFamily(f Family) (unlock func()) {
+	if err := os.MkdirAll(LockDir, 0o755); err != nil {
+		return func() {}
+	}
+	fd, err := os.OpenFile(filepath.Join(LockDir, fmt.Sprintf("iptables-nat-ipv%d.lock", int(f))), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return func() {}
+	}
+	for {
+		err = syscall.Flock(int(fd.Fd()), syscall.LOCK_EX)
+		if err != syscall.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		fd.Close()
+		return func() {}
+	}
+	return func() { fd.Close() }
 }
 
 // absent is a transaction that succeeds, changing nothing, exactly when the chain does not

@@ -47,7 +47,7 @@ func setupMasqIPT(x ipt, m Masq, ips []netip.Prefix) error {
 	chain, rules, jumps := masqRules(x.fam, m, ips)
 	// Fast paths: a new container (-N fails the whole transaction when the chain exists); or
 	// every rule in place already (a repeated ADD).
-	fast := &tx{}
+	fast := &tx{gate: "-N " + chain}
 	fast.newChain(chain)
 	for _, r := range rules {
 		fast.appendRule(chain, r)
@@ -85,11 +85,14 @@ func masqCheckTx(chain string, rules, jumps []string) *tx {
 	return t
 }
 
-// teardownMasqIPT removes the container's chain and every POSTROUTING jump to it. With the IPs
-// known it first tries the exact deletions, then whether the chain is absent, without
-// reading state.
+// teardownMasqIPT removes the container's chain and every POSTROUTING jump to it: with
+// iptables-nft in one netlink batch (nftTeardown); otherwise, with the IPs known, it first
+// tries the exact deletions, then whether the chain is absent, without reading state.
 func teardownMasqIPT(x ipt, m Masq, ips []netip.Prefix) error {
 	chain, _, jumps := masqRules(x.fam, m, ips)
+	if nftTeardown(x.fam, []string{"POSTROUTING"}, chain) {
+		return nil
+	}
 	var fast []*tx
 	if len(ips) > 0 {
 		del := &tx{}

@@ -68,31 +68,39 @@ func TestMasqMatchesReference(t *testing.T) {
 }
 
 // TestMasqTeardownFindsRulesByComment: with the pod's IPs unknown (netns gone, no prevResult)
-// our teardown still removes the reference's rules, which the reference's own DEL leaks.
+// our teardown still removes the reference's rules, which the reference's own DEL leaks; over
+// nftables netlink (no program at all) and over iptables-restore.
 func TestMasqTeardownFindsRulesByComment(t *testing.T) {
-	const net, cid = "masqnet", "ctr-gone"
-	node := testenv.NewNode(t)
-	pod := node.NewPod(t)
-	refBridge(t, node, pod, "ADD", cid, bridgeConf(t, net, true, dualRanges)).MustSucceed(t)
-	pod.Delete(t)
-	refBridge(t, node, pod, "DEL", cid, bridgeConf(t, net, true, dualRanges)).MustSucceed(t)
-	if s := natBoth(t, node); !strings.Contains(s, MasqChain(net, cid)) {
-		t.Fatalf("expected the reference to leak its rules without a netns:\n%s", s)
-	}
-	n := must(t, node, func() error { return TeardownMasq(Masq{Network: net, ContainerID: cid}) })
-	noCNI(t, node)
-	if n != 4 { // one read and one write per family
-		t.Errorf("teardown without IPs ran %d programs, want 4", n)
-	}
-	n = must(t, node, func() error { return TeardownMasq(Masq{Network: net, ContainerID: cid}) })
-	if n != 2 { // one read per family, nothing to write
-		t.Errorf("teardown of nothing ran %d programs, want 2", n)
-	}
-	// With the IPs known, a repeated teardown reads nothing: the exact deletion fails and the
-	// absence probe passes, per family.
-	n = must(t, node, func() error { return TeardownMasq(dual(cid)) })
-	if n != 4 {
-		t.Errorf("teardown of nothing with IPs ran %d programs, want 4", n)
+	for _, path := range []string{"netlink", "restore"} {
+		t.Run(path, func(t *testing.T) {
+			const net, cid = "masqnet", "ctr-gone"
+			node := testenv.NewNode(t)
+			pod := node.NewPod(t)
+			refBridge(t, node, pod, "ADD", cid, bridgeConf(t, net, true, dualRanges)).MustSucceed(t)
+			pod.Delete(t)
+			refBridge(t, node, pod, "DEL", cid, bridgeConf(t, net, true, dualRanges)).MustSucceed(t)
+			if s := natBoth(t, node); !strings.Contains(s, MasqChain(net, cid)) {
+				t.Fatalf("expected the reference to leak its rules without a netns:\n%s", s)
+			}
+			// Programs run: teardown without IPs, again, again with IPs (per family: a read and
+			// a write; a read; a failed exact deletion and an absence probe).
+			want := []int64{4, 2, 4}
+			if path == "netlink" {
+				if !iptablesOnNFT(IPv4) || !iptablesOnNFT(IPv6) {
+					t.Skip("iptables is not iptables-nft here")
+				}
+				want = []int64{0, 0, 0}
+			} else {
+				viaRestore(t)
+			}
+			n := must(t, node, func() error { return TeardownMasq(Masq{Network: net, ContainerID: cid}) })
+			noCNI(t, node)
+			n2 := must(t, node, func() error { return TeardownMasq(Masq{Network: net, ContainerID: cid}) })
+			n3 := must(t, node, func() error { return TeardownMasq(dual(cid)) })
+			if got := []int64{n, n2, n3}; got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+				t.Errorf("programs run by teardown, again, again with IPs: %v, want %v", got, want)
+			}
+		})
 	}
 }
 
@@ -102,33 +110,47 @@ func dual(cid string) Masq {
 }
 
 // TestMasqBudget: per family, ADD of a new container is one restore; a repeated ADD reads and
-// writes nothing; DEL is one restore; a repeated DEL reads and writes nothing.
+// writes nothing (a failed create and a passing -C check); DEL is one restore, or one netlink
+// batch with iptables-nft; a repeated DEL reads and writes nothing.
 func TestMasqBudget(t *testing.T) {
-	node := testenv.NewNode(t)
-	m := dual("ctr-budget")
-	must(t, node, func() error { return SetupMasq(dual("ctr-other")) })
-	for _, step := range []struct {
-		name string
-		fn   func() error
-		max  int64
-	}{
-		{"add", func() error { return SetupMasq(m) }, 2},
-		{"add-again", func() error { return SetupMasq(m) }, 4},
-		{"check", func() error { return CheckMasq(m) }, 2},
-		{"del", func() error { return TeardownMasq(m) }, 2},
-		{"del-again", func() error { return TeardownMasq(m) }, 4},
-	} {
-		before := natBoth(t, node)
-		n := must(t, node, step.fn)
-		if n > step.max {
-			t.Errorf("%s ran %d iptables programs, want at most %d", step.name, n, step.max)
-		}
-		if strings.HasSuffix(step.name, "-again") && natBoth(t, node) != before {
-			t.Errorf("%s changed the table", step.name)
-		}
-	}
-	if s := natBoth(t, node); strings.Contains(s, MasqChain("masqnet", "ctr-budget")) || !strings.Contains(s, MasqChain("masqnet", "ctr-other")) {
-		t.Fatalf("after DEL, want only the other container's rules:\n%s", s)
+	for _, path := range []string{"netlink", "restore"} {
+		t.Run(path, func(t *testing.T) {
+			if path == "restore" {
+				viaRestore(t)
+			} else if !iptablesOnNFT(IPv4) || !iptablesOnNFT(IPv6) {
+				t.Skip("iptables is not iptables-nft here")
+			}
+			node := testenv.NewNode(t)
+			m := dual("ctr-budget")
+			must(t, node, func() error { return SetupMasq(dual("ctr-other")) })
+			for _, step := range []struct {
+				name string
+				fn   func() error
+				want int64
+			}{
+				{"add", func() error { return SetupMasq(m) }, 2},
+				{"add-again", func() error { return SetupMasq(m) }, 4},
+				{"check", func() error { return CheckMasq(m) }, 2},
+				{"del", func() error { return TeardownMasq(m) }, 2},
+				{"del-again", func() error { return TeardownMasq(m) }, 4},
+			} {
+				want := step.want
+				if path == "netlink" && strings.HasPrefix(step.name, "del") {
+					want = 0
+				}
+				before := natBoth(t, node)
+				n := must(t, node, step.fn)
+				if n != want {
+					t.Errorf("%s ran %d iptables programs, want %d", step.name, n, want)
+				}
+				if strings.HasSuffix(step.name, "-again") && natBoth(t, node) != before {
+					t.Errorf("%s changed the table", step.name)
+				}
+			}
+			if s := natBoth(t, node); strings.Contains(s, MasqChain("masqnet", "ctr-budget")) || !strings.Contains(s, MasqChain("masqnet", "ctr-other")) {
+				t.Fatalf("after DEL, want only the other container's rules:\n%s", s)
+			}
+		})
 	}
 }
 

@@ -131,7 +131,7 @@ func setupPortMapIPT(x ipt, p PortMap, ip netip.Prefix) error {
 	// these commands need only the chain list. The shared chains' own rules are made in the
 	// same transaction as the chains, so their presence vouches for them. (2) Everything is in
 	// place already (a repeated ADD): a transaction of -C checks only.
-	fast := &tx{}
+	fast := &tx{gate: "-N " + r.chain} // only "the chain exists" is worth the -C check
 	fast.newChain(r.chain)
 	if r.snat {
 		fast.add("find chain "+chainSetMark, "-A "+r.chain+" -j "+chainSetMark)
@@ -221,11 +221,15 @@ func equalSpecs(rs []rule, specs []string) bool {
 }
 
 // teardownPortMapIPT removes the container's chain and its entry rules (and the per-container
-// SNAT chain of releases before v0.7, when present). With the mappings known it first tries
-// the exact deletions, then whether the chain is absent (a repeated DEL, or a family the
-// container did not use), without reading state.
+// SNAT chain of releases before v0.7, when present, on the iptables-restore path). With
+// iptables-nft it is one netlink batch (nftTeardown). Otherwise, with the mappings known, it
+// first tries the exact deletions, then whether the chain is absent (a repeated DEL, or a
+// family the container did not use), without reading state.
 func teardownPortMapIPT(x ipt, p PortMap) error {
 	chain := DNATChain(p.Network, p.ContainerID)
+	if nftTeardown(x.fam, []string{chainDNAT}, chain) {
+		return nil
+	}
 	var fast []*tx
 	if len(p.Mappings) > 0 {
 		del := &tx{}
