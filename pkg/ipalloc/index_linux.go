@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // The index lives in <dataDir>/.<network>.index, outside the network directory that the
@@ -97,8 +99,8 @@ func (v *view) bucket(b int) []entry {
 	var es []entry
 	switch {
 	case err != nil:
-	case !v.occ.get(b):
-		err = errors.New("bucket file the stamp does not list")
+	case !v.occ.get(b) && len(data) > 0:
+		err = errors.New("entries in a bucket the stamp says is empty")
 	default:
 		es, err = parseBucket(data)
 	}
@@ -340,8 +342,9 @@ func (st *indexStamp) marshal() []byte {
 }
 
 func parseStamp(data []byte) (*indexStamp, error) {
-	lines := strings.Split(string(data), "\n")
-	if len(lines) < 4 || lines[0] != stampMagic || lines[len(lines)-1] != "" || lines[len(lines)-2] != "end" {
+	body, _, complete := strings.Cut(string(data), "\nend\n")
+	lines := append(strings.Split(body, "\n"), "end", "")
+	if !complete || len(lines) < 4 || lines[0] != stampMagic {
 		return nil, errors.New("not a complete index stamp")
 	}
 	st := &indexStamp{last: map[string]string{}}
@@ -440,7 +443,8 @@ func (s *Store) persist(v *view) error {
 	}
 	buckets, blocks := v.dirtyB, v.dirtyU
 	if v.full {
-		// Everything is rewritten; files of the old index that the scan did not produce go.
+		// Everything is rewritten; files of the old index that the scan did not produce are
+		// emptied (kept: a new file costs an inode allocation), junk is removed.
 		buckets, blocks = map[int]bool{}, map[netip.Addr]bool{}
 		for b := range v.buckets {
 			buckets[b] = true
@@ -448,15 +452,22 @@ func (s *Store) persist(v *view) error {
 		for base := range v.blocks {
 			blocks[base] = true
 		}
-		if err := s.removeStale("b", func(n string) bool {
+		if err := s.sweepIndex("b", func(n string) bool {
 			b, err := strconv.ParseUint(n, 16, 32)
-			return err == nil && n == bucketName(int(b)) && len(v.buckets[int(b)]) > 0
+			if err != nil || n != bucketName(int(b)) {
+				return false
+			}
+			buckets[int(b)] = true
+			return true
 		}); err != nil {
 			return err
 		}
-		if err := s.removeStale("u", func(n string) bool {
+		if err := s.sweepIndex("u", func(n string) bool {
 			base, ok := parseBlockName(n)
-			return ok && v.blocks[base] != nil && !v.blocks[base].empty()
+			if ok {
+				blocks[base] = true
+			}
+			return ok
 		}); err != nil {
 			return err
 		}
@@ -466,28 +477,19 @@ func (s *Store) persist(v *view) error {
 		occ = occupancy{}
 	}
 	for b := range buckets {
-		p := filepath.Join(s.idxDir, "b", bucketName(b))
-		var err error
-		occ.set(b, len(v.buckets[b]) > 0)
-		if es := v.buckets[b]; len(es) == 0 {
-			err = unlinkIfExists(p)
-		} else {
-			err = s.indexWrite(replaceFile, p, formatBucket(es))
-		}
-		if err != nil {
+		es := v.buckets[b]
+		occ.set(b, len(es) > 0)
+		if err := s.indexWrite(filepath.Join(s.idxDir, "b", bucketName(b)), formatBucket(es)); err != nil {
 			return err
 		}
 		failpoint("index-bucket-written")
 	}
 	for base := range blocks {
-		p := filepath.Join(s.idxDir, "u", blockName(base))
-		var err error
-		if bm := v.blocks[base]; bm == nil || bm.empty() {
-			err = unlinkIfExists(p)
-		} else {
-			err = s.indexWrite(overwriteFile, p, bm.marshal())
+		bm := v.blocks[base]
+		if bm == nil {
+			bm = new(bitmap)
 		}
-		if err != nil {
+		if err := s.indexWrite(filepath.Join(s.idxDir, "u", blockName(base)), bm.marshal()); err != nil {
 			return err
 		}
 	}
@@ -497,8 +499,7 @@ func (s *Store) persist(v *view) error {
 		return err
 	}
 	st := indexStamp{boot: currentBootID(), dir: dir, last: v.last, occ: occ}
-	// beginWrite removed the stamp: this creates a new file.
-	if err := writeFile(filepath.Join(s.idxDir, "stamp"), st.marshal(), 0o600); err != nil {
+	if err := writeStamp(filepath.Join(s.idxDir, "stamp"), st.marshal()); err != nil {
 		return err
 	}
 	failpoint("stamp-written")
@@ -506,19 +507,74 @@ func (s *Store) persist(v *view) error {
 	return nil
 }
 
-// indexWrite writes an index file with write, making its directory when missing.
-func (s *Store) indexWrite(write func(string, []byte, uint32) error, path string, data []byte) error {
-	err := write(path, data, 0o600)
+// indexWrite writes an index file in place, making its directory when missing.
+func (s *Store) indexWrite(path string, data []byte) error {
+	err := writeInPlace(path, data, 0o600)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = os.Mkdir(filepath.Dir(path), 0o700); err == nil || errors.Is(err, fs.ErrExist) {
-			err = write(path, data, 0o600)
+			err = writeInPlace(path, data, 0o600)
 		}
 	}
 	return err
 }
 
-func (s *Store) removeStale(sub string, keep func(string) bool) error {
+// The stamp is written in place (no inode allocation per operation): invalidated by
+// overwriting its first byte, made valid again by writing everything but the first byte, then
+// the first byte. A process killed in between leaves an invalid stamp. Its length is rounded
+// up (padding after "end") so that it rarely changes.
+const stampBad = 'X'
+
+func invalidateStamp(path string) error {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	err = pwriteAll(fd, []byte{stampBad}, 0)
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return &os.PathError{Op: "write", Path: path, Err: err}
+	}
+	return nil
+}
+
+func writeStamp(path string, content []byte) error {
+	padded := make([]byte, (len(content)+1023)/1024*1024)
+	copy(padded, content)
+	for i := len(content); i < len(padded); i++ {
+		padded[i] = ' '
+	}
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	err = pwriteAll(fd, padded[1:], 1)
+	if err == nil {
+		err = unix.Ftruncate(fd, int64(len(padded)))
+	}
+	if err == nil {
+		err = pwriteAll(fd, padded[:1], 0)
+	}
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return &os.PathError{Op: "write", Path: path, Err: err}
+	}
+	return nil
+}
+
+// sweepIndex lists an index subdirectory, calling keep for each name; names it rejects are
+// removed.
+func (s *Store) sweepIndex(sub string, keep func(string) bool) error {
 	f, err := os.Open(filepath.Join(s.idxDir, sub))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}
