@@ -284,7 +284,7 @@ func (s *Store) GC(ctx context.Context, valid []Attachment) ([]netip.Addr, error
 			}
 		}
 		if s.idxOK {
-			for _, n := range []string{"tmp", "tmp-last"} {
+			for _, n := range []string{"tmp"} { // a leftover of a killed ADD
 				if err := unlinkIfExists(filepath.Join(s.idxDir, n)); err != nil {
 					errs = append(errs, err)
 				}

@@ -22,11 +22,10 @@ import (
 //	stamp     which state of the network directory the index describes (see indexStamp)
 //	b/<NN>    bucket files: "<ip> <quoted owner key>" lines, bucket = hash(owner key)
 //	u/<hex>   bitmap blocks of used addresses (blockSize addresses each)
-//	tmp       a reservation being written, linked into place
-//	tmp-last  a last_reserved_ip file being written, renamed into place
+//	tmp       a reservation being written, then linked into place
 //
-// The stamp is removed before the first change of an operation and written again after the
-// last one, so an operation killed half way leaves no stamp and the next one rebuilds the index
+// The stamp is invalidated before the first change of an operation and written again after
+// the last one, so an operation killed half way leaves no stamp and the next one rebuilds the index
 // from the network directory, which stays the only truth.
 //
 // Changes made by another program (the reference host-local, an operator) are seen through the

@@ -39,7 +39,7 @@ type Store struct {
 	dataDir, network string
 	netDir, idxDir   string
 	opts             Options
-	dirty            bool // the stamp was removed in this operation
+	dirty            bool // the stamp was invalidated in this operation
 	idxOK            bool // the index directory is usable in this operation
 }
 
@@ -159,8 +159,8 @@ func (s *Store) ensureIndexDir() bool {
 		return true
 	}
 	if errors.Is(err, unix.ENOENT) {
-		if err = os.Mkdir(s.idxDir, 0o700); err == nil || errors.Is(err, fs.ErrExist) {
-			return s.ensureIndexDirExists()
+		if err = os.Mkdir(s.idxDir, 0o700); err == nil {
+			return true
 		}
 	}
 	if err == nil {
@@ -170,12 +170,7 @@ func (s *Store) ensureIndexDir() bool {
 	return false
 }
 
-func (s *Store) ensureIndexDirExists() bool {
-	st, err := os.Stat(s.idxDir)
-	return err == nil && st.IsDir()
-}
-
-// beginWrite removes the index stamp before the operation's first change.
+// beginWrite invalidates the index stamp before the operation's first change.
 func (s *Store) beginWrite() {
 	if s.dirty || !s.idxOK {
 		return
