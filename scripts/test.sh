@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 before=$(mktemp) after=$(mktemp)
 trap 'rm -f "$before" "$after"' EXIT
 scripts/rootns-snapshot.sh >"$before"
+ns_before=$(ip netns list 2>/dev/null | awk '{print $1}' | sort)
 export CNI_SUITE_BIN="$PWD/bin"
 status=0
 go test -count=1 -timeout 30m ${GOTESTFLAGS:-} ./... || status=$?
@@ -23,9 +24,10 @@ if ! diff -u "$before" "$after"; then
 else
   echo "root network namespace unchanged (links, addresses, iptables, nftables)"
 fi
-left=$(ip netns list | grep -c '^cnis-' || true)
-if [ "$left" -ne 0 ]; then
-  echo "FAIL: $left test network namespaces left behind:" >&2; ip netns list | grep '^cnis-' >&2
+# Namespaces this run made and did not remove (others' namespaces, present before, do not count).
+left=$(comm -13 <(echo "$ns_before") <(ip netns list 2>/dev/null | awk '{print $1}' | sort) | grep '^cnis-' || true)
+if [ -n "$left" ]; then
+  echo "FAIL: test network namespaces left behind:" >&2; echo "$left" >&2
   status=1
 fi
 exit $status
