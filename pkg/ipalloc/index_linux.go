@@ -1,10 +1,10 @@
 package ipalloc
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -54,7 +54,7 @@ type entry struct {
 type view struct {
 	s       *Store
 	full    bool
-	buckets map[int][]entry
+	buckets map[int][]string       // bucket -> lines
 	blocks  map[netip.Addr]*bitmap // nil value: known to be all free
 	dirtyB  map[int]bool
 	dirtyU  map[netip.Addr]bool
@@ -66,7 +66,7 @@ type view struct {
 
 func newView(s *Store, full bool) *view {
 	return &view{
-		s: s, full: full, buckets: map[int][]entry{}, blocks: map[netip.Addr]*bitmap{},
+		s: s, full: full, buckets: map[int][]string{}, blocks: map[netip.Addr]*bitmap{},
 		dirtyB: map[int]bool{}, dirtyU: map[netip.Addr]bool{}, last: map[string]string{},
 	}
 }
@@ -86,62 +86,78 @@ func (v *view) switchFull(why string) {
 	*v = *nv
 }
 
-func (v *view) bucket(b int) []entry {
-	if es, ok := v.buckets[b]; ok || v.full {
-		return es
+// bucket returns the lines of a bucket file ("<ip> <quoted owner key>"), loading it when
+// needed. Lines are parsed only when used: DEL and CHECK look for one key's lines by their
+// suffix, so their cost does not grow with the other reservations in the bucket.
+func (v *view) bucket(b int) []string {
+	if ls, ok := v.buckets[b]; ok || v.full {
+		return ls
 	}
 	data, err := readSmall(filepath.Join(v.s.idxDir, "b", bucketName(b)))
 	if errors.Is(err, fs.ErrNotExist) && !v.occ.get(b) {
 		v.buckets[b] = nil
 		return nil
 	}
-	var es []entry
+	var ls []string
 	switch {
 	case err != nil:
 	case !v.occ.get(b) && len(data) > 0:
 		err = errors.New("entries in a bucket the stamp says is empty")
-	default:
-		es, err = parseBucket(data)
+	case len(data) > 0:
+		ls, err = splitBucket(data)
 	}
 	if err != nil {
 		v.switchFull(fmt.Sprintf("bucket %s: %v", bucketName(b), err))
 		return v.buckets[b]
 	}
-	v.buckets[b] = es
-	return es
+	v.buckets[b] = ls
+	return ls
 }
 
-func parseBucket(data []byte) ([]entry, error) {
-	var es []entry
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		ipS, keyQ, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			return nil, fmt.Errorf("malformed line %q", sc.Text())
-		}
-		ip, err := netip.ParseAddr(ipS)
-		if err != nil {
-			return nil, err
-		}
-		key, err := strconv.Unquote(keyQ)
-		if err != nil {
-			return nil, fmt.Errorf("malformed key %q: %w", keyQ, err)
-		}
-		es = append(es, entry{ip, key})
+func entryLine(ip netip.Addr, key string) string { return ip.String() + " " + strconv.Quote(key) }
+
+func parseLine(l string) (entry, error) {
+	ipS, keyQ, ok := strings.Cut(l, " ")
+	if !ok {
+		return entry{}, fmt.Errorf("malformed line %q", l)
 	}
-	return es, sc.Err()
+	ip, err := netip.ParseAddr(ipS)
+	if err != nil {
+		return entry{}, err
+	}
+	key, err := strconv.Unquote(keyQ)
+	if err != nil {
+		return entry{}, fmt.Errorf("malformed key %q: %w", keyQ, err)
+	}
+	return entry{ip, key}, nil
 }
 
-func formatBucket(es []entry) []byte {
-	var b bytes.Buffer
-	for _, e := range es {
-		b.WriteString(e.ip.String())
-		b.WriteByte(' ')
-		b.WriteString(strconv.Quote(e.key))
-		b.WriteByte('\n')
+// A bucket file is its lines then "#<crc32c of the lines>": a file cut short or edited is
+// seen even though lines are only parsed when used.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func formatBucket(ls []string) []byte {
+	if len(ls) == 0 {
+		return nil
 	}
-	return b.Bytes()
+	body := strings.Join(ls, "\n") + "\n"
+	return []byte(fmt.Sprintf("%s#%08x\n", body, crc32.Checksum([]byte(body), castagnoli)))
+}
+
+func splitBucket(data []byte) ([]string, error) {
+	const sumLen = len("#01234567\n")
+	if len(data) < sumLen || data[len(data)-1] != '\n' {
+		return nil, errors.New("truncated")
+	}
+	body, sum := data[:len(data)-sumLen], data[len(data)-sumLen:]
+	want, err := strconv.ParseUint(string(sum[1:9]), 16, 32)
+	if err != nil || sum[0] != '#' || uint32(want) != crc32.Checksum(body, castagnoli) {
+		return nil, errors.New("checksum mismatch")
+	}
+	if len(body) == 0 || body[len(body)-1] != '\n' {
+		return nil, errors.New("malformed")
+	}
+	return strings.Split(string(body[:len(body)-1]), "\n"), nil
 }
 
 func (v *view) block(base netip.Addr) *bitmap {
@@ -167,11 +183,18 @@ func (v *view) block(base netip.Addr) *bitmap {
 
 // lookup lists the addresses the index gives to an owner key.
 func (v *view) lookup(key string) []netip.Addr {
+	suffix := " " + strconv.Quote(key)
 	var out []netip.Addr
-	for _, e := range v.bucket(bucketOf(key)) {
-		if e.key == key {
-			out = append(out, e.ip)
+	for _, l := range v.bucket(bucketOf(key)) {
+		if !strings.HasSuffix(l, suffix) {
+			continue
 		}
+		ip, err := netip.ParseAddr(l[:len(l)-len(suffix)])
+		if err != nil {
+			v.switchFull(fmt.Sprintf("bucket %s: line %q: %v", bucketName(bucketOf(key)), l, err))
+			return v.lookup(key)
+		}
+		out = append(out, ip)
 	}
 	return out
 }
@@ -194,10 +217,10 @@ func (v *view) setUsed(ip netip.Addr, used bool) {
 
 // add records that key holds ip.
 func (v *view) add(ip netip.Addr, key string) {
-	b := bucketOf(key)
-	es := v.bucket(b)
-	if !slices.Contains(es, entry{ip, key}) {
-		v.buckets[b] = append(es, entry{ip, key})
+	b, line := bucketOf(key), entryLine(ip, key)
+	ls := v.bucket(b)
+	if !slices.Contains(ls, line) {
+		v.buckets[b] = append(ls, line)
 		v.dirtyB[b] = true
 	}
 	v.setUsed(ip, true)
@@ -205,13 +228,28 @@ func (v *view) add(ip netip.Addr, key string) {
 
 // remove forgets that key holds ip.
 func (v *view) remove(ip netip.Addr, key string) {
-	b := bucketOf(key)
-	es := v.bucket(b)
-	if i := slices.Index(es, entry{ip, key}); i >= 0 {
-		v.buckets[b] = slices.Delete(slices.Clone(es), i, i+1)
+	b, line := bucketOf(key), entryLine(ip, key)
+	ls := v.bucket(b)
+	if i := slices.Index(ls, line); i >= 0 {
+		v.buckets[b] = slices.Delete(slices.Clone(ls), i, i+1)
 		v.dirtyB[b] = true
 	}
 	v.setUsed(ip, false)
+}
+
+// entries parses every line of every loaded bucket (full views: all reservations).
+func (v *view) entries() ([]entry, error) {
+	var out []entry
+	for b, ls := range v.buckets {
+		for _, l := range ls {
+			e, err := parseLine(l)
+			if err != nil {
+				return nil, fmt.Errorf("bucket %s: %w", bucketName(b), err)
+			}
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }
 
 // firstFree returns the first address in [from, to] that the index does not mark used and
@@ -283,7 +321,7 @@ func (s *Store) scan() (*view, error) {
 			continue
 		}
 		b := bucketOf(key) // file names are unique: no need for add's duplicate check
-		v.buckets[b] = append(v.buckets[b], entry{ip, key})
+		v.buckets[b] = append(v.buckets[b], entryLine(ip, key))
 		v.setUsed(ip, true)
 	}
 	return v, nil
@@ -476,9 +514,9 @@ func (s *Store) persist(v *view) error {
 		occ = occupancy{}
 	}
 	for b := range buckets {
-		es := v.buckets[b]
-		occ.set(b, len(es) > 0)
-		if err := s.indexWrite(filepath.Join(s.idxDir, "b", bucketName(b)), formatBucket(es)); err != nil {
+		ls := v.buckets[b]
+		occ.set(b, len(ls) > 0)
+		if err := s.indexWrite(filepath.Join(s.idxDir, "b", bucketName(b)), formatBucket(ls)); err != nil {
 			return err
 		}
 		failpoint("index-bucket-written")
