@@ -329,6 +329,8 @@ func TestIndexDamageIsSurvived(t *testing.T) {
 		"stamp-garbage":    func(s *Store) { os.WriteFile(filepath.Join(s.IndexDir(), "stamp"), []byte("junk"), 0o600) },
 		"stamp-truncated":  func(s *Store) { os.Truncate(filepath.Join(s.IndexDir(), "stamp"), 40) },
 		"bucket-garbage":   func(s *Store) { garbleAll(s, "b", "no space here\n") },
+		"bucket-edited":    func(s *Store) { editAll(s, "b", `"a\r\neth0"`, `"q\r\neth0"`) },
+		"bucket-cut":       func(s *Store) { editAll(s, "b", "#", "") },
 		"block-garbage":    func(s *Store) { garbleAll(s, "u", "short") },
 		"buckets-removed":  func(s *Store) { os.RemoveAll(filepath.Join(s.IndexDir(), "b")) },
 		"index-is-a-file":  func(s *Store) { os.RemoveAll(s.IndexDir()); os.WriteFile(s.IndexDir(), nil, 0o600) },
@@ -368,6 +370,15 @@ func garbleAll(s *Store, sub, content string) {
 	es, _ := os.ReadDir(filepath.Join(s.IndexDir(), sub))
 	for _, e := range es {
 		os.WriteFile(filepath.Join(s.IndexDir(), sub, e.Name()), []byte(content), 0o600)
+	}
+}
+
+func editAll(s *Store, sub, from, to string) {
+	es, _ := os.ReadDir(filepath.Join(s.IndexDir(), sub))
+	for _, e := range es {
+		p := filepath.Join(s.IndexDir(), sub, e.Name())
+		b, _ := os.ReadFile(p)
+		os.WriteFile(p, []byte(strings.ReplaceAll(string(b), from, to)), 0o600)
 	}
 }
 
