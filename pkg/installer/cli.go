@@ -111,7 +111,9 @@ func (c *cli) parse(args []string, stderr io.Writer) (*command, error) {
 	// Flags shared by several commands.
 	dst := func() *string { return fs.String("dst", "/opt/cni/bin", "the runtime's CNI bin dir") }
 	confDir := func() *string { return fs.String("conf-dir", "/etc/cni/net.d", "the runtime's CNI conf dir") }
-	netName := func() *string { return fs.String("name", DefaultNetworkName, "network name (the conflist is 10-<name>.conflist)") }
+	netName := func() *string {
+		return fs.String("name", DefaultNetworkName, "network name (the conflist is 10-<name>.conflist)")
+	}
 
 	switch name {
 	case "bins":
