@@ -28,15 +28,15 @@ const (
 // may belong to another installer writing at this very moment (a rolling update overlaps pods).
 const staleTempAge = time.Minute
 
-// fault lets tests fail one step of an atomic write ("create", "write", "chmod", "sync", "close",
-// "rename"). Nil in production.
-type fault func(step string) error
+// fault lets tests fail one step ("create", "write", "chmod", "sync", "close", "rename") of an
+// atomic write into dir. Nil in production.
+type fault func(dir, step string) error
 
-func (f fault) at(step string) error {
+func (f fault) at(dir, step string) error {
 	if f == nil {
 		return nil
 	}
-	return f(step)
+	return f(dir, step)
 }
 
 // writeSpec says what an atomic write puts in place.
@@ -53,7 +53,7 @@ type writeSpec struct {
 // over dir/name and fsyncs dir. On any error the temp file is removed and dir/name is untouched.
 // It returns the SHA-256 of what it wrote.
 func writeAtomic(w writeSpec) (sum string, err error) {
-	if err := w.fault.at("create"); err != nil {
+	if err := w.fault.at(w.dir, "create"); err != nil {
 		return "", fmt.Errorf("create temp file in %s: %w", w.dir, err)
 	}
 	f, err := os.CreateTemp(w.dir, tempPrefix+w.name+"-*"+tempSuffix)
@@ -72,26 +72,26 @@ func writeAtomic(w writeSpec) (sum string, err error) {
 	}()
 	h := sha256.New()
 	if _, err = io.Copy(io.MultiWriter(f, h), w.src); err == nil {
-		err = w.fault.at("write")
+		err = w.fault.at(w.dir, "write")
 	}
 	if err != nil {
 		return "", fmt.Errorf("write %s: %w", tmp, err)
 	}
 	if err = f.Chmod(w.perm); err == nil {
-		err = w.fault.at("chmod")
+		err = w.fault.at(w.dir, "chmod")
 	}
 	if err != nil {
 		return "", fmt.Errorf("chmod %s: %w", tmp, err)
 	}
 	if err = f.Sync(); err == nil {
-		err = w.fault.at("sync")
+		err = w.fault.at(w.dir, "sync")
 	}
 	if err != nil {
 		return "", fmt.Errorf("fsync %s: %w", tmp, err)
 	}
 	open = false
 	if err = f.Close(); err == nil {
-		err = w.fault.at("close")
+		err = w.fault.at(w.dir, "close")
 	}
 	if err != nil {
 		return "", fmt.Errorf("close %s: %w", tmp, err)
@@ -102,7 +102,7 @@ func writeAtomic(w writeSpec) (sum string, err error) {
 		}
 	}
 	target := filepath.Join(w.dir, w.name)
-	if err = w.fault.at("rename"); err == nil {
+	if err = w.fault.at(w.dir, "rename"); err == nil {
 		err = os.Rename(tmp, target)
 	}
 	if err != nil {

@@ -233,6 +233,11 @@ func (c *cli) parse(args []string, stderr io.Writer) (*command, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
+	if f := fs.Lookup("name"); f != nil {
+		if err := ValidNetworkName(f.Value.String()); err != nil {
+			return nil, err
+		}
+	}
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("%s: unexpected arguments %q", name, fs.Args())
 	}

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 )
@@ -30,6 +31,16 @@ var (
 	ConfCNIVersion  = "1.0.0"
 	ConfCNIVersions = []string{"1.0.0", "1.1.0"}
 )
+
+var netNameRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+
+// ValidNetworkName checks a network name as libcni does (it also names our conflist file).
+func ValidNetworkName(name string) error {
+	if !netNameRE.MatchString(name) {
+		return fmt.Errorf("network name %q: want letters, digits, '_', '.' or '-', starting with a letter or digit", name)
+	}
+	return nil
+}
 
 // ConfFileName is our conflist's name in the conf dir: runtimes take the first file by name.
 func ConfFileName(network string) string { return "10-" + network + ".conflist" }
@@ -146,6 +157,9 @@ func Render(p NetParams) ([]byte, error) {
 	}
 	if dataDir == "" {
 		dataDir = DefaultDataDir
+	}
+	if err := ValidNetworkName(name); err != nil {
+		return nil, err
 	}
 	if len(bridge) > 15 || strings.ContainsAny(bridge, "/: \t\n") {
 		return nil, fmt.Errorf("bridge name %q: not a valid interface name", bridge)
