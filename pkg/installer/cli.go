@@ -148,6 +148,7 @@ func (c *cli) parse(args []string, stderr io.Writer) (*command, error) {
 		fs.Var(&cidrs, "pod-cidr", "this node's pod CIDR (repeat, or comma-separate, for dual-stack); default: the Node's spec.podCIDRs")
 		mtu := fs.Int("mtu", 0, "pod MTU (default: the MTU of the node's default-route link)")
 		dataDir := fs.String("data-dir", DefaultDataDir, "host-local's dataDir on the node")
+		binDir := fs.String("bin-dir", "", "the CNI bin dir; when set, the config is written only while its plugins are there")
 		hostRoot := fs.String("host-root", "", "where the node's root is mounted in this container; when set, the data dir is created under it")
 		nodeName := fs.String("node-name", c.env(EnvNodeName), "this node's name (env "+EnvNodeName+")")
 		apiServer := fs.String("api-server", c.env(EnvAPIServer), "API server address, overriding the kubernetes Service's (env "+EnvAPIServer+")")
@@ -175,7 +176,7 @@ func (c *cli) parse(args []string, stderr io.Writer) (*command, error) {
 				return err
 			}
 			o := ConfigOptions{
-				ConfDir: *confDir, Net: np, PodCIDRs: cidrs, NodeName: *nodeName,
+				ConfDir: *confDir, Net: np, PodCIDRs: cidrs, NodeName: *nodeName, BinDir: *binDir,
 				DetectMTU: func() (int, string, error) { return DefaultRouteMTU(nil) },
 				Resync:    *resync, Once: *once, Logf: c.logf,
 			}

@@ -22,6 +22,9 @@ type ConfigOptions struct {
 	NodeName string
 	// DetectMTU finds the MTU when Net.MTU is 0 (DefaultRouteMTU in the node's netns); nil: none.
 	DetectMTU func() (int, string, error)
+	// BinDir, when set, is the CNI bin dir: the config is written only while the plugins it names
+	// are there, so a config never points at missing binaries (before install, after uninstall).
+	BinDir string
 	// DataDirOnHost is Net.DataDir as this process sees it (e.g. under /host); created 0755 when set.
 	DataDirOnHost string
 	Resync        time.Duration // how often the config is checked again even without a change
@@ -74,6 +77,19 @@ func (w *configWriter) apply(cidrs []string) (bool, error) {
 	data, err := Render(p)
 	if err != nil {
 		return false, err
+	}
+	if w.o.BinDir != "" {
+		var missing []string
+		for _, plugin := range ConfPluginTypes {
+			if fi, err := os.Stat(filepath.Join(w.o.BinDir, plugin)); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+				missing = append(missing, plugin)
+			}
+		}
+		if len(missing) > 0 {
+			w.note("plugin binaries %s are not in %s: not writing %s until they are (the init container installs them)",
+				strings.Join(missing, ", "), w.o.BinDir, filepath.Join(w.o.ConfDir, w.file))
+			return false, nil
+		}
 	}
 	if w.o.DataDirOnHost != "" {
 		if err := os.MkdirAll(w.o.DataDirOnHost, 0o755); err != nil {

@@ -358,3 +358,39 @@ current-context: x
 		t.Errorf("kubeconfig with override: %v %v", cfg, err)
 	}
 }
+
+// With --bin-dir, no config points at plugins that are not there: it waits for the init
+// container's binaries, and after an uninstall took them away it does not put the config back.
+func TestRunConfigWaitsForBinaries(t *testing.T) {
+	dir, bin := t.TempDir(), t.TempDir()
+	file := filepath.Join(dir, ConfFileName(DefaultNetworkName))
+	logs := &logBuf{}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- RunConfig(ctx, ConfigOptions{ConfDir: dir, BinDir: bin, PodCIDRs: []string{"10.244.4.0/24"},
+			Resync: 100 * time.Millisecond, Logf: logs.logf})
+	}()
+	eventually(t, "the waiting-for-binaries line", func() bool { return logs.has("bridge, host-local, portmap are not in") })
+	writeFile(t, filepath.Join(bin, "bridge"), []byte("x"), 0o755)
+	writeFile(t, filepath.Join(bin, "host-local"), []byte("x"), 0o755)
+	writeFile(t, filepath.Join(bin, "portmap"), []byte("x"), 0o644) // not executable: not good enough
+	eventually(t, "the narrower waiting line", func() bool { return logs.has("plugin binaries portmap are not in") })
+	if _, err := os.Stat(file); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("config written before its plugins: %v", err)
+	}
+	os.Chmod(filepath.Join(bin, "portmap"), 0o755)
+	eventually(t, "the config", func() bool { _, err := os.Stat(file); return err == nil })
+	// An uninstall: config first, then binaries. The running loop does not write it back.
+	os.Remove(file)
+	os.Remove(filepath.Join(bin, "bridge"))
+	n := strings.Count(logs.String(), "wrote ")
+	eventually(t, "the loop noticing", func() bool { return strings.Count(logs.String(), "plugin binaries bridge are not in") > 0 })
+	time.Sleep(300 * time.Millisecond) // a few resyncs
+	if _, err := os.Stat(file); !errors.Is(err, fs.ErrNotExist) || strings.Count(logs.String(), "wrote ") != n {
+		t.Errorf("config put back with its plugins gone: %v\n%s", err, logs)
+	}
+	cancel()
+	<-done
+}

@@ -42,6 +42,9 @@ func ValidNetworkName(name string) error {
 	return nil
 }
 
+// ConfPluginTypes are the binaries the rendered config runs.
+var ConfPluginTypes = []string{"bridge", "host-local", "portmap"}
+
 // ConfFileName is our conflist's name in the conf dir: runtimes take the first file by name.
 func ConfFileName(network string) string { return "10-" + network + ".conflist" }
 
