@@ -83,11 +83,15 @@ func stripComments(b []byte) []byte {
 func TestStrictDecodingRejectsUnknownFields(t *testing.T) {
 	b, _ := os.ReadFile("daemonset.yaml")
 	for _, mutate := range []func([]byte) []byte{
-		func(b []byte) []byte { return bytes.Replace(b, []byte("hostNetwork: true"), []byte("hostNetwrok: true"), 1) },
+		func(b []byte) []byte {
+			return bytes.Replace(b, []byte("hostNetwork: true"), []byte("hostNetwrok: true"), 1)
+		},
 		func(b []byte) []byte {
 			return bytes.Replace(b, []byte("      hostNetwork: true"), []byte("      hostNetwork: true\n      hostNetwork: false"), 1)
 		},
-		func(b []byte) []byte { return bytes.Replace(b, []byte("maxUnavailable: 1"), []byte("maxUnavailable: {}"), 1) },
+		func(b []byte) []byte {
+			return bytes.Replace(b, []byte("maxUnavailable: 1"), []byte("maxUnavailable: {}"), 1)
+		},
 	} {
 		if _, err := decodeAll(mutate(b)); err == nil {
 			t.Error("a broken manifest decoded without error")
