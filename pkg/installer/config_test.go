@@ -381,7 +381,7 @@ func TestRunConfigWaitsForBinaries(t *testing.T) {
 		t.Fatalf("config written before its plugins: %v", err)
 	}
 	os.Chmod(filepath.Join(bin, "portmap"), 0o755)
-	eventually(t, "the config", func() bool { _, err := os.Stat(file); return err == nil })
+	eventually(t, "the config", func() bool { _, err := os.Stat(file); return err == nil && logs.has("wrote ") })
 	// An uninstall: config first, then binaries. The running loop does not write it back.
 	os.Remove(file)
 	os.Remove(filepath.Join(bin, "bridge"))
