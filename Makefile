@@ -13,7 +13,7 @@ PREFIX    ?= /opt/cni/bin
 CONFDIR   ?= /etc/cni/net.d
 RELEASE   := cni-plugins-linux-$(GOARCH)-$(VERSION).tgz
 
-.PHONY: all build test demo e2e bench install release clean deps
+.PHONY: all build test demo e2e e2e-k8s bench install release clean deps
 
 all: build
 
@@ -34,6 +34,12 @@ demo: deps build
 
 e2e: deps build
 	scripts/e2e.sh
+	scripts/e2e-k8s.sh
+
+# A real control plane and kubelet (containerd, and the CRI shim when built) in throwaway
+# namespaces; builds the Kubernetes components once into ~/.cache/cni-suite (minutes when cold).
+e2e-k8s: deps build
+	scripts/e2e-k8s.sh
 
 bench: deps build
 	scripts/bench.sh

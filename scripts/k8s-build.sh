@@ -23,6 +23,15 @@ want="k8s=$K8S_VERSION etcd=$ETCD_VERSION crictl=$CRICTL_VERSION go=$($GO env GO
 k8s_cmds=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
 
 log() { printf 'k8s-build: %s\n' "$*" >&2; }
+# reports BIN VERSION: whether the binary says it is VERSION (kubectl has no --version flag).
+reports() {
+  local out
+  case "$(basename "$1")" in
+    kubectl) out=$("$1" version --client 2>/dev/null) ;;
+    *) out=$("$1" --version 2>/dev/null) ;;
+  esac || return 1
+  [[ "$out" == *"$2"* ]]
+}
 
 complete() {
   [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] || return 1
@@ -56,7 +65,7 @@ gobuild() {
   local out=$K8S_CACHE/build-$name.log
   log "$name: building (log: $out)"
   local t0=$SECONDS
-  (cd "$dir" && exec $GO build -v "$@") >"$out" 2>&1 &
+  (cd "$dir" && exec $GO "${GOCMD:-build}" -v "$@") >"$out" 2>&1 &
   local pid=$!
   heartbeat "$name" "$pid" "$out" &
   local hb=$!
@@ -77,7 +86,7 @@ mkdir -p "$src"
 staging_version=v0.${K8S_VERSION#v1.}
 need_k8s=0
 for b in "${k8s_cmds[@]}"; do
-  if [ ! -x "$bin/$b" ] || ! "$bin/$b" --version 2>/dev/null | grep -q "$K8S_VERSION"; then need_k8s=1; fi
+  if [ ! -x "$bin/$b" ] || ! reports "$bin/$b" "$K8S_VERSION"; then need_k8s=1; fi
 done
 if [ "$need_k8s" = 1 ]; then
   log "kubernetes $K8S_VERSION: resolving modules (staging modules as $staging_version)"
@@ -126,14 +135,14 @@ EOF
   gobuild kubernetes "$src" -trimpath -ldflags "$ld" -o "$bin/" \
     $(printf 'k8s.io/kubernetes/cmd/%s ' "${k8s_cmds[@]}")
   for b in "${k8s_cmds[@]}"; do
-    "$bin/$b" --version 2>/dev/null | grep -q "$K8S_VERSION" || { log "$b does not report $K8S_VERSION"; exit 1; }
+    reports "$bin/$b" "$K8S_VERSION" || { log "$b does not report $K8S_VERSION"; exit 1; }
   done
 else
   log "kubernetes $K8S_VERSION: binaries present"
 fi
 
 # --- etcd -----------------------------------------------------------------------------------------
-if [ ! -x "$bin/etcd" ] || ! "$bin/etcd" --version 2>/dev/null | grep -q "${ETCD_VERSION#v}"; then
+if [ ! -x "$bin/etcd" ] || ! reports "$bin/etcd" "${ETCD_VERSION#v}"; then
   esrc=$K8S_CACHE/src/etcd
   mkdir -p "$esrc"
   printf 'module cni-suite.local/etcd-build\n\ngo 1.24\n\nrequire go.etcd.io/etcd/server/v3 %s\n' "$ETCD_VERSION" >"$esrc/go.mod"
@@ -147,9 +156,10 @@ else
 fi
 
 # --- crictl ---------------------------------------------------------------------------------------
-if [ ! -x "$bin/crictl" ] || ! "$bin/crictl" --version 2>/dev/null | grep -q "$CRICTL_VERSION"; then
-  log "crictl $CRICTL_VERSION: go install"
-  GOBIN=$bin $GO install -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
+if [ ! -x "$bin/crictl" ] || ! reports "$bin/crictl" "$CRICTL_VERSION"; then
+  csrc=$K8S_CACHE/src/crictl
+  mkdir -p "$csrc"
+  GOBIN=$bin GOCMD=install gobuild crictl "$csrc" -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
     "sigs.k8s.io/cri-tools/cmd/crictl@$CRICTL_VERSION"
 fi
 
