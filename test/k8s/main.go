@@ -68,7 +68,7 @@ func runMain(o options) int {
 	// Ctrl-C/SIGTERM and the watchdog both cancel ctx; every wait honours it and teardown runs.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, o.timeout, fmt.Errorf("watchdog: the run exceeded -timeout %s", o.timeout))
 	defer cancel()
 
 	state := o.state
