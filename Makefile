@@ -36,13 +36,14 @@ test: deps build
 demo: deps build
 	scripts/demo.sh
 
-e2e: deps build
+e2e: deps build image
 	scripts/e2e.sh
 	scripts/e2e-k8s.sh
 
-# A real control plane and kubelet (containerd, and the CRI shim when built) in throwaway
-# namespaces; builds the Kubernetes components once into ~/.cache/cni-suite (minutes when cold).
-e2e-k8s: deps build
+# A real control plane and kubelet (containerd with the DaemonSet from deploy/ and the image,
+# then the CRI shim) in throwaway namespaces; builds the Kubernetes components once into
+# ~/.cache/cni-suite (minutes when cold).
+e2e-k8s: deps build image
 	scripts/e2e-k8s.sh
 
 bench: deps build

@@ -18,13 +18,15 @@ import (
 // Cluster is the control plane and the node of one runtime's flow, all inside one Node.
 type Cluster struct {
 	*Node
-	Bin        string // Kubernetes binaries (etcd, kube-*, kubectl, crictl)
-	PKI        *PKI
-	AdminConf  string
-	KubeletCfg string
-	api        *http.Client
-	procs      map[string]*Proc
-	logf       func(string, ...any)
+	Bin       string // Kubernetes binaries (etcd, kube-*, kubectl, crictl)
+	PKI       *PKI
+	AdminConf string
+	// CNICacheDir is the runtime's libcni cache dir, as the node sees it.
+	CNICacheDir string
+	KubeletCfg  string
+	api         *http.Client
+	procs       map[string]*Proc
+	logf        func(string, ...any)
 }
 
 const apiServer = "https://127.0.0.1:6443"

@@ -146,11 +146,9 @@ func (e *cniCacheEntry) IPs() []string {
 	return out
 }
 
-const cniCacheDir = "/var/lib/cni/results"
-
-// CNICache reads every cached CNI result in the node.
+// CNICache reads every cached CNI result of the node's runtime (<cache dir>/results).
 func (c *Cluster) CNICache() ([]cniCacheEntry, error) {
-	dir := c.Path(cniCacheDir)
+	dir := c.Path(filepath.Join(c.CNICacheDir, "results"))
 	ents, err := os.ReadDir(dir)
 	if os.IsNotExist(err) {
 		return nil, nil

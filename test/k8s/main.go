@@ -29,6 +29,8 @@ type options struct {
 	repo     string
 	refDir   string
 	plugins  string
+	imageTar string
+	image    string
 	runtimes string
 	state    string
 	timeout  time.Duration
@@ -40,8 +42,10 @@ func main() {
 	flag.StringVar(&o.k8sBin, "k8s-bin", "", "directory with etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet, kubectl, crictl (scripts/k8s-build.sh)")
 	flag.StringVar(&o.repo, "repo", ".", "the repository (bin/ of make build, deploy/)")
 	flag.StringVar(&o.refDir, "ref-dir", filepath.Join(os.Getenv("HOME"), ".cache/cni-suite/ref-v1.9.1"), "the reference plugins v1.9.1")
-	flag.StringVar(&o.plugins, "plugins", "auto", "which CNI plugins: auto (the suite's bin/ when it has bridge, host-local and portmap, else the reference), suite, ref")
-	flag.StringVar(&o.runtimes, "runtimes", "containerd", "comma-separated CRI runtimes to run the flow with")
+	flag.StringVar(&o.plugins, "plugins", "auto", "how the network reaches the node: deploy (containerd: make image + kubectl apply -f deploy/; crishim: make install + install-cni config), suite or ref (binaries copied in, conflist rendered), auto (deploy when deploy/ and the image exist, else suite when bin/ has the plugins, else ref)")
+	flag.StringVar(&o.imageTar, "image-archive", "", "the image archive of make image (default <repo>/bin/cni-suite-image.tar)")
+	flag.StringVar(&o.image, "image", "docker.io/cni-suite/cni-suite:dev", "the image name deploy/daemonset.yaml uses")
+	flag.StringVar(&o.runtimes, "runtimes", "containerd", "comma-separated CRI runtimes to run the flow with: containerd, crishim")
 	flag.StringVar(&o.state, "state", "", "private state directory (default: a new /tmp/cnis-k8s-*)")
 	flag.DurationVar(&o.timeout, "timeout", 10*time.Minute, "watchdog: the whole run is torn down after this")
 	flag.BoolVar(&o.keep, "keep", false, "keep the state directory (logs) even when everything passed")
@@ -159,7 +163,15 @@ func runFlow(ctx context.Context, o options, rt, state string, sup *Supervisor, 
 		if err != nil {
 			return err
 		}
-		netw, err = chooseNetwork(o)
+		switch rt {
+		case "containerd":
+			runtime = &Containerd{}
+		case "crishim":
+			runtime = &CRIShim{Bin: filepath.Join(o.repo, "bin", "crishim")}
+		default:
+			return fmt.Errorf("unknown runtime %q", rt)
+		}
+		netw, err = chooseNetwork(o, runtime)
 		return err
 	})
 	f.step("control plane: etcd, apiserver, controller-manager, scheduler", true, func() error {
@@ -170,12 +182,7 @@ func runFlow(ctx context.Context, o options, rt, state string, sup *Supervisor, 
 	var endpoint string
 	f.step("runtime "+rt+" started", true, func() error {
 		var err error
-		switch rt {
-		case "containerd":
-			runtime = &Containerd{}
-		default:
-			return fmt.Errorf("unknown runtime %q", rt)
-		}
+		c.CNICacheDir = runtime.CNICacheDir(c)
 		endpoint, err = runtime.Start(ctx, c)
 		return err
 	})
@@ -223,11 +230,17 @@ func runFlow(ctx context.Context, o options, rt, state string, sup *Supervisor, 
 		_, err := c.WaitNodeReady(ctx, "True", 60*time.Second)
 		return err
 	})
-	podCIDR := ""
+	podCIDR, webRoot := "", ""
 	if node0 != nil {
 		podCIDR = node0.Spec.PodCIDR
 	}
-	runPodChecks(ctx, f, c, podCIDR, "/tmp/www", busyboxImage)
+	if c != nil && runtime != nil {
+		webRoot = runtime.WebRoot(c)
+	}
+	runPodChecks(ctx, f, c, podCIDR, webRoot, busyboxImage)
+	if d, ok := netw.(*DeployNetwork); ok {
+		runDeployChecks(ctx, f, c, d)
+	}
 }
 
 // Network is how the suite's plugins and config reach the node.
@@ -238,25 +251,51 @@ type Network interface {
 
 func (d *DirectNetwork) Describe() string { return d.Label + ", copied into the node's CNI dirs" }
 
-func chooseNetwork(o options) (Network, error) {
+func chooseNetwork(o options, rt Runtime) (Network, error) {
 	suite := filepath.Join(o.repo, "bin")
 	hasSuite := true
-	for _, p := range []string{"bridge", "host-local", "portmap"} {
+	for _, p := range []string{"bridge", "host-local", "portmap", "loopback"} {
 		if _, err := os.Stat(filepath.Join(suite, p)); err != nil {
 			hasSuite = false
 		}
 	}
-	switch o.plugins {
+	archive := o.imageTar
+	if archive == "" {
+		archive = filepath.Join(suite, "cni-suite-image.tar")
+	}
+	_, errDS := os.Stat(filepath.Join(o.repo, "deploy", "daemonset.yaml"))
+	_, errTar := os.Stat(archive)
+	_, errInst := os.Stat(filepath.Join(suite, "install-cni"))
+	canDeploy := hasSuite && errDS == nil && errInst == nil
+	mode := o.plugins
+	if mode == "auto" {
+		switch {
+		case canDeploy && (errTar == nil || rt.Name() != "containerd"):
+			mode = "deploy"
+		case hasSuite:
+			mode = "suite"
+		default:
+			mode = "ref"
+		}
+	}
+	switch mode {
+	case "deploy":
+		if !canDeploy {
+			return nil, fmt.Errorf("-plugins=deploy needs deploy/daemonset.yaml and bin/ with the plugins and install-cni (make build)")
+		}
+		if r, ok := rt.(*Containerd); ok {
+			if errTar != nil {
+				return nil, fmt.Errorf("-plugins=deploy needs the image archive %s (make image)", archive)
+			}
+			return &DeployNetwork{Repo: o.repo, Archive: archive, Image: o.image, rt: r}, nil
+		}
+		// The shim runs no images: the operator's path there is make install + the installer.
+		return &ShimNetwork{Repo: o.repo}, nil
 	case "suite":
 		if !hasSuite {
-			return nil, fmt.Errorf("-plugins=suite but %s lacks bridge, host-local or portmap (make build)", suite)
+			return nil, fmt.Errorf("-plugins=suite but %s lacks a plugin (make build)", suite)
 		}
 		return &DirectNetwork{Label: "the suite's bin/", BinDir: suite}, nil
-	case "auto":
-		if hasSuite {
-			return &DirectNetwork{Label: "the suite's bin/", BinDir: suite}, nil
-		}
-		fallthrough
 	case "ref":
 		return &DirectNetwork{Label: "reference plugins v1.9.1", BinDir: o.refDir}, nil
 	}

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"time"
 )
 
 // suitePlugins are the binaries the suite's conflist needs (loopback: containerd sets up lo
@@ -102,4 +104,59 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, dst)
+}
+
+// apiServerForInstaller is the address the hostNetwork installer is pointed at: nothing routes
+// the kubernetes Service's ClusterIP here (no kube-proxy), as on many clusters while the network
+// is being installed. 127.0.0.1 is in the apiserver certificate's SANs.
+const apiServerForInstaller = "https://127.0.0.1:6443"
+
+// DeployNetwork is the operator's path: the image from `make image` imported into the runtime
+// (no registry), `kubectl apply -f deploy/`, and the API server address set as the README says.
+type DeployNetwork struct {
+	Repo    string
+	Archive string // bin/cni-suite-image.tar
+	Image   string // the name deploy/daemonset.yaml uses
+	rt      *Containerd
+}
+
+func (d *DeployNetwork) Describe() string {
+	return "make image + kubectl apply -f deploy/ (" + d.Image + ")"
+}
+
+func (d *DeployNetwork) Install(ctx context.Context, c *Cluster, podCIDR string) error {
+	if err := d.rt.ImportImage(ctx, c, d.Archive); err != nil {
+		return fmt.Errorf("import %s: %w", d.Archive, err)
+	}
+	if _, err := c.Kubectl(ctx, 60*time.Second, "apply", "-f", filepath.Join(d.Repo, "deploy")); err != nil {
+		return err
+	}
+	if _, err := c.Kubectl(ctx, 30*time.Second, "-n", "kube-system", "set", "env", "ds/cni-suite",
+		"CNI_SUITE_API_SERVER="+apiServerForInstaller); err != nil {
+		return err
+	}
+	_, err := c.Kubectl(ctx, 120*time.Second, "-n", "kube-system", "rollout", "status", "ds/cni-suite", "--timeout=110s")
+	return err
+}
+
+// ShimNetwork is the path for the CRI shim, which runs no images: `make install` puts the
+// suite's binaries into the shim's CNI bin dir (in the node, through DESTDIR), and the installer
+// binary, run on the node, writes the conflist from the Node's podCIDR.
+type ShimNetwork struct{ Repo string }
+
+func (s *ShimNetwork) Describe() string {
+	return "make install into the node's /opt/cni/bin + bin/install-cni config from the Node's podCIDR"
+}
+
+func (s *ShimNetwork) Install(ctx context.Context, c *Cluster, podCIDR string) error {
+	// DESTDIR=/proc/<holder>/root: the install lands in the node's view of /opt/cni/bin (an
+	// overlay in the state dir), never in the machine's.
+	cmd := exec.CommandContext(ctx, "make", "-C", s.Repo, "install", "DESTDIR="+c.Path(""))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("make install: %w: %s", err, lastLines(string(out), 10))
+	}
+	_, err := c.Exec(ctx, 60*time.Second, filepath.Join(s.Repo, "bin", "install-cni"), "config", "--once",
+		"--conf-dir", "/etc/cni/net.d", "--bin-dir", "/opt/cni/bin", "--node-name", nodeName,
+		"--kubeconfig", c.AdminConf)
+	return err
 }

@@ -114,12 +114,22 @@ type Runtime interface {
 	Start(ctx context.Context, c *Cluster) (string, error)
 	// Teardown stops and removes every pod sandbox (so CNI DEL runs) and then the runtime.
 	Teardown(ctx context.Context, c *Cluster)
+	// CNICacheDir is where the runtime's libcni caches results (<dir>/results), as the node sees it.
+	CNICacheDir(c *Cluster) string
+	// WebRoot is a directory the web pod may write its page to.
+	WebRoot(c *Cluster) string
 }
 
 // Containerd is Debian's containerd 1.6 with runc.
 type Containerd struct{ sock string }
 
 func (r *Containerd) Name() string { return "containerd" }
+
+// CNICacheDir: containerd 1.6's libcni uses its default, /var/lib/cni (an overlay in the node).
+func (r *Containerd) CNICacheDir(c *Cluster) string { return "/var/lib/cni" }
+
+// WebRoot: a directory inside the web container.
+func (r *Containerd) WebRoot(c *Cluster) string { return "/tmp/www" }
 
 func (r *Containerd) Start(ctx context.Context, c *Cluster) (string, error) {
 	cfg := filepath.Join(c.State, "containerd", "config.toml")
@@ -198,4 +208,71 @@ func (c *Cluster) Crictl(ctx context.Context, endpoint string, args ...string) (
 		return "", err
 	}
 	return c.Exec(ctx, 60*time.Second, append([]string{filepath.Join(c.Bin, "crictl"), "--config", cfg}, args...)...)
+}
+
+// CRIShim is the project's CRI shim (bin/crishim): pods are namespaces, containers are host
+// processes (no images: names are recorded), CNI through libcni.
+type CRIShim struct {
+	Bin   string
+	sock  string
+	flags []string
+}
+
+func (r *CRIShim) Name() string { return "crishim" }
+
+func (r *CRIShim) dir(c *Cluster) string { return filepath.Join(c.State, "crishim") }
+
+// CNICacheDir: the shim keeps libcni's cache in its state dir (the same path in the node).
+func (r *CRIShim) CNICacheDir(c *Cluster) string {
+	return filepath.Join(r.dir(c), "state", "cni-cache")
+}
+
+// WebRoot: the web "container" is a host process seeing the node's filesystem: its page goes
+// to the state dir, never to a machine path.
+func (r *CRIShim) WebRoot(c *Cluster) string { return filepath.Join(r.dir(c), "www") }
+
+func (r *CRIShim) Start(ctx context.Context, c *Cluster) (string, error) {
+	d := r.dir(c)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return "", err
+	}
+	r.sock = filepath.Join(d, "crishim.sock")
+	r.flags = []string{"--cni-conf-dir", "/etc/cni/net.d", "--cni-bin-dir", "/opt/cni/bin",
+		"--state-dir", filepath.Join(d, "state"), "--netns-dir", filepath.Join(d, "netns")}
+	if err := c.start("crishim", r.Bin, append([]string{"--listen", r.sock}, r.flags...)...); err != nil {
+		return "", err
+	}
+	endpoint := "unix://" + r.sock
+	if err := waitFor(ctx, 30*time.Second, 100*time.Millisecond, "crishim socket", func() (bool, error) {
+		if err := c.alive("crishim"); err != nil {
+			return false, err
+		}
+		_, err := c.Crictl(ctx, endpoint, "version")
+		return err == nil, err
+	}); err != nil {
+		return "", err
+	}
+	// The pods name the same image as under containerd; the shim records it (pullPolicy Never).
+	if _, err := c.Crictl(ctx, endpoint, "pull", busyboxImage); err != nil {
+		return "", fmt.Errorf("record the test image: %w", err)
+	}
+	return endpoint, nil
+}
+
+func (r *CRIShim) Teardown(ctx context.Context, c *Cluster) {
+	if r.sock == "" {
+		return
+	}
+	if c.procs["crishim"] != nil {
+		if out, err := c.Crictl(ctx, "unix://"+r.sock, "rmp", "--all", "--force"); err != nil {
+			c.logf("teardown: crictl rmp: %v", err)
+		} else if s := strings.TrimSpace(out); s != "" {
+			c.logf("teardown: removed pod sandboxes: %s", strings.ReplaceAll(s, "\n", ", "))
+		}
+		c.Stop("crishim", 10*time.Second)
+	}
+	// Whatever is left (a pod kubelet never stopped): CNI DEL, helpers killed, netns unmounted.
+	if out, err := c.Exec(ctx, 60*time.Second, append([]string{r.Bin, "teardown"}, r.flags...)...); err != nil {
+		c.logf("teardown: crishim teardown: %v: %s", err, lastLines(out, 5))
+	}
 }

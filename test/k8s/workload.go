@@ -167,7 +167,7 @@ func runPodChecks(ctx context.Context, f *flow, c *Cluster, podCIDR, webRoot, im
 				}
 			}
 			if found == nil {
-				return fmt.Errorf("no CNI cache entry for pod %s in %s", p.Metadata.Name, cniCacheDir)
+				return fmt.Errorf("no CNI cache entry for pod %s in %s/results", p.Metadata.Name, c.CNICacheDir)
 			}
 			if !slices.Contains(found.IPs(), p.Status.PodIP) {
 				return fmt.Errorf("pod %s: API podIP %s, CNI result %v", p.Metadata.Name, p.Status.PodIP, found.IPs())
