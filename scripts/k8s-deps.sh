@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs, when missing, the Debian packages make e2e-k8s needs besides scripts/deps.sh's:
 # containerd and runc (the first CRI runtime), busybox-static (the userland of the test images and of
-# the CRI shim's host-process pods), buildah (offline scratch images, as make image builds them).
+# the CRI shim's host-process pods). No image builder: the test images and make image's are OCI
+# archives written in Go.
 # Only the packages are installed: no service is enabled or started (the e2e starts its own
 # containerd inside a throwaway node namespace with a private config and state directory).
 set -euo pipefail
@@ -10,7 +11,6 @@ have() { command -v "$1" >/dev/null 2>&1; }
 have containerd || need+=(containerd)
 have runc || need+=(runc)
 [ -x /bin/busybox ] || need+=(busybox-static)
-have buildah || need+=(buildah)
 have nsenter || need+=(util-linux)
 have unshare || need+=(util-linux)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
