@@ -81,7 +81,6 @@ func (p *progress) print(final bool) {
 func (p *progress) set(label string) {
 	p.mu.Lock()
 	p.label, p.done = label, nil
-	p.last = time.Time{}
 	p.mu.Unlock()
 	p.print(false)
 }

@@ -17,9 +17,9 @@ import (
 // each ADD a new sandbox (container ID). No address may be handed to two live sandboxes;
 // every call must succeed; after the last DEL the node must be exactly as it was after a
 // warm-up ADD+DEL (which creates the shared bridge and chains): no reservation, veth, NAT
-// rule or chain left. Short: 40 cycles across 8 pods; long: 500 across 50.
+// rule or chain left. Short: 30 cycles across 6 pods; long: 500 across 50.
 func TestChurn(t *testing.T) {
-	nPods, cycles, workers := pick(8, 50), pick(40, 500), pick(4, 8)
+	nPods, cycles, workers := pick(6, 50), pick(30, 500), pick(3, 8)
 	forSides(t, bridgeChain, func(t *testing.T, s side) {
 		node := testenv.NewNode(t)
 		netnss := pods(t, nPods)

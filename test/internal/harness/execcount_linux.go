@@ -24,7 +24,7 @@ import (
 // netns and enters the node netns per call on a locked thread.
 //
 // Counts are exact; names (from /proc/<pid>/comm, read when the exec event arrives) are
-// best effort: a program that exits before it is read is counted as "?".
+// best effort: a program that exits before it is read is counted as "(unnamed)".
 type ExecCounter struct {
 	fd   int
 	mu   sync.Mutex
@@ -183,7 +183,7 @@ func (c *ExecCounter) handle(d []byte) {
 func comm(pid uint32) string {
 	b, err := os.ReadFile("/proc/" + strconv.FormatUint(uint64(pid), 10) + "/comm")
 	if err != nil {
-		return "?"
+		return "(unnamed)"
 	}
 	return strings.TrimSpace(string(b))
 }

@@ -80,14 +80,19 @@ func HasLink(path, name string) (bool, error) {
 // the namespace, asynchronously (much later on a loaded machine).
 func WaitVeths(nodeName string, n int, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
+	h, err := link.OpenHandle("/run/netns/" + nodeName)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
 	for {
-		ls, err := links(nodeName)
+		ls, err := h.LinkList()
 		if err != nil {
 			return err
 		}
 		count := 0
 		for _, l := range ls {
-			if strings.Contains(l, "kind=veth") {
+			if l.Type() == "veth" {
 				count++
 			}
 		}

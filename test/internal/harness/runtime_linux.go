@@ -2,6 +2,7 @@ package harness
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -122,10 +123,7 @@ func HasPlugins(dir string, names ...string) (missing []string) {
 // ErrorCode is the CNI error code of err (0 when it is not a CNI error).
 func ErrorCode(err error) uint {
 	var te *types.Error
-	if e, ok := err.(*types.Error); ok {
-		te = e
-	}
-	if te == nil {
+	if !errors.As(err, &te) {
 		return 0
 	}
 	return te.Code

@@ -1,15 +1,21 @@
 package harness
 
 import (
-	"encoding/json"
+	"bytes"
 	"fmt"
 	"io/fs"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/cni-suite/cni-suite/pkg/link"
 )
 
 // State is what a node looks like, section by section, as sorted lines: the node netns'
@@ -35,32 +41,17 @@ var (
 	nftCountRe = regexp.MustCompile(`counter packets \d+ bytes \d+`)
 )
 
-// Capture takes the state of the node netns (by name), the data dir, and the pod netns.
+// Capture takes the state of the node netns (by name), the data dir, and the pod netns
+// (by path). Links, addresses and routes are read over netlink; iptables-save,
+// ip6tables-save and nft run from a thread inside the node netns.
 func Capture(nodeName, dataDir string, pods ...string) (State, error) {
 	s := State{}
-	var err error
-	if s["node links"], err = links(nodeName); err != nil {
+	nodePath := "/run/netns/" + nodeName
+	if err := netlinkState(s, "node", nodePath, true); err != nil {
 		return nil, err
-	}
-	if s["node addrs"], err = addrs(nodeName); err != nil {
-		return nil, err
-	}
-	for _, fam := range []string{"-4", "-6"} {
-		out, err := ExecIn(nodeName, "ip", fam, "route", "show", "table", "all")
-		if err != nil {
-			return nil, err
-		}
-		var keep []string
-		for _, l := range lines(out) {
-			if strings.Contains(l, "fe80::") || strings.HasPrefix(l, "multicast") || strings.Contains(l, "ff00::/8") {
-				continue
-			}
-			keep = append(keep, l)
-		}
-		s["node routes "+fam] = keep
 	}
 	for _, prog := range []string{"iptables-save", "ip6tables-save"} {
-		out, err := ExecIn(nodeName, prog)
+		out, err := runIn(nodePath, prog)
 		if err != nil {
 			return nil, err
 		}
@@ -73,7 +64,7 @@ func Capture(nodeName, dataDir string, pods ...string) (State, error) {
 		}
 		s[prog] = keep
 	}
-	if out, err := ExecIn(nodeName, "nft", "list", "ruleset"); err == nil {
+	if out, err := runIn(nodePath, "nft", "list", "ruleset"); err == nil {
 		// The tables iptables-nft manages are in iptables-save already; keep the others
 		// (the nftables backends' cni_plugins_masquerade, cni_hostport, ...), each line
 		// prefixed with its table so equal lines of two tables stay apart.
@@ -96,6 +87,7 @@ func Capture(nodeName, dataDir string, pods ...string) (State, error) {
 		s["nft"] = keep
 	}
 	if dataDir != "" {
+		var err error
 		if s["data dir"], err = dataFiles(dataDir); err != nil {
 			return nil, err
 		}
@@ -106,7 +98,7 @@ func Capture(nodeName, dataDir string, pods ...string) (State, error) {
 			s["pod "+name+" links"] = []string{"(netns gone)"}
 			continue
 		}
-		if s["pod "+name+" links"], err = links(name); err != nil {
+		if err := netlinkState(s, "pod "+name, p, false); err != nil {
 			return nil, err
 		}
 	}
@@ -114,6 +106,20 @@ func Capture(nodeName, dataDir string, pods ...string) (State, error) {
 		sort.Strings(s[k])
 	}
 	return s, nil
+}
+
+// runIn runs a program from a thread inside the netns and returns its stdout.
+func runIn(nsPath, name string, args ...string) (string, error) {
+	var stdout, stderr bytes.Buffer
+	err := InNS(nsPath, func() error {
+		cmd := exec.Command(name, args...)
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		return cmd.Run()
+	})
+	if err != nil {
+		return "", fmt.Errorf("in netns %s: %s %s: %w: %s", nsPath, name, strings.Join(args, " "), err, strings.TrimSpace(stderr.String()))
+	}
+	return stdout.String(), nil
 }
 
 func lines(s string) []string {
@@ -126,59 +132,71 @@ func lines(s string) []string {
 	return out
 }
 
-func links(nsName string) ([]string, error) {
-	out, err := ExecIn(nsName, "ip", "-j", "-d", "link", "show")
+// netlinkState records the links (name, kind, master) of the netns at path under
+// "<prefix> links", and with full set also its addresses and routes (without IPv6
+// link-local and multicast ones, which come and go by themselves).
+func netlinkState(s State, prefix, path string, full bool) error {
+	h, err := link.OpenHandle(path)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var ls []struct {
-		Name     string `json:"ifname"`
-		Master   string `json:"master"`
-		Address  string `json:"address"`
-		LinkInfo struct {
-			Kind string `json:"info_kind"`
-		} `json:"linkinfo"`
+	defer h.Close()
+	ls, err := h.LinkList()
+	if err != nil {
+		return fmt.Errorf("%s: list links: %w", prefix, err)
 	}
-	if err := json.Unmarshal([]byte(out), &ls); err != nil {
-		return nil, fmt.Errorf("ip -j link in %s: %w", nsName, err)
-	}
-	var res []string
+	names := map[int]string{}
 	for _, l := range ls {
-		s := l.Name + " kind=" + l.LinkInfo.Kind
-		if l.Master != "" {
-			s += " master=" + l.Master
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
+	var out []string
+	for _, l := range ls {
+		x := l.Attrs().Name + " kind=" + l.Type()
+		if m := l.Attrs().MasterIndex; m != 0 {
+			x += " master=" + names[m]
 		}
-		res = append(res, s)
+		out = append(out, x)
 	}
-	return res, nil
-}
-
-func addrs(nsName string) ([]string, error) {
-	out, err := ExecIn(nsName, "ip", "-j", "addr", "show")
+	s[prefix+" links"] = out
+	if !full {
+		return nil
+	}
+	addrs, err := h.AddrList(nil, netlink.FAMILY_ALL)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("%s: list addresses: %w", prefix, err)
 	}
-	var ls []struct {
-		Name  string `json:"ifname"`
-		Addrs []struct {
-			Local  string `json:"local"`
-			Prefix int    `json:"prefixlen"`
-			Scope  string `json:"scope"`
-		} `json:"addr_info"`
+	out = nil
+	for _, a := range addrs {
+		if a.IP.IsLinkLocalUnicast() {
+			continue
+		}
+		out = append(out, names[a.LinkIndex]+" "+a.IPNet.String())
 	}
-	if err := json.Unmarshal([]byte(out), &ls); err != nil {
-		return nil, fmt.Errorf("ip -j addr in %s: %w", nsName, err)
+	s[prefix+" addrs"] = out
+	routes, err := h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return fmt.Errorf("%s: list routes: %w", prefix, err)
 	}
-	var res []string
-	for _, l := range ls {
-		for _, a := range l.Addrs {
-			if a.Scope == "link" {
+	out = nil
+	for _, r := range routes {
+		dst := "default"
+		if r.Dst != nil {
+			if r.Dst.IP.IsLinkLocalUnicast() || r.Dst.IP.IsMulticast() || r.Dst.IP.IsInterfaceLocalMulticast() {
 				continue
 			}
-			res = append(res, fmt.Sprintf("%s %s/%d", l.Name, a.Local, a.Prefix))
+			dst = r.Dst.String()
 		}
+		x := fmt.Sprintf("%s dev %s table %d", dst, names[r.LinkIndex], r.Table)
+		if r.Gw != nil {
+			x += " via " + r.Gw.String()
+		}
+		if r.Src != nil {
+			x += " src " + r.Src.String()
+		}
+		out = append(out, x)
 	}
-	return res, nil
+	s[prefix+" routes"] = out
+	return nil
 }
 
 // dataFiles lists the data dir: reservation files (named by an IP) with their content,
