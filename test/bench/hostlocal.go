@@ -23,9 +23,10 @@ type HLCase struct {
 
 // HLMetrics are latencies of host-local alone (executed directly), in milliseconds.
 type HLMetrics struct {
-	AddP50, DelP50 num
-	Errors         int    `json:"errors,omitempty"`
-	FirstError     string `json:"firstError,omitempty"`
+	AddP50     num    `json:"addP50"`
+	DelP50     num    `json:"delP50"`
+	Errors     int    `json:"errors,omitempty"`
+	FirstError string `json:"firstError,omitempty"`
 }
 
 const hlNet = "cnis-hl"
@@ -59,7 +60,7 @@ func (r *Report) hostLocal(sizes []int, iters int) error {
 			}
 		}
 		div := func(a, b num) num { return a / b }
-		c.Ratio = Ratios{"AddP50": div(c.Ours.AddP50, c.Reference.AddP50), "DelP50": div(c.Ours.DelP50, c.Reference.DelP50)}
+		c.Ratio = Ratios{"addP50": div(c.Ours.AddP50, c.Reference.AddP50), "delP50": div(c.Ours.DelP50, c.Reference.DelP50)}
 		r.HostLocal = append(r.HostLocal, c)
 	}
 	return nil

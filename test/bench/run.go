@@ -49,26 +49,31 @@ type Case struct {
 
 // Metrics of one side of a case; latencies in milliseconds.
 type Metrics struct {
-	AddP50, AddP90, AddP99 num
-	CheckP50               num
-	DelP50, DelP99         num
-	AddPerSec              num
-	First10Mean            num // mean ADD latency of the first 10% of pods (dispatch order)
-	Last10Mean             num // of the last 10%
-	Growth                 num // Last10Mean / First10Mean
+	AddP50      num `json:"addP50"`
+	AddP90      num `json:"addP90"`
+	AddP99      num `json:"addP99"`
+	CheckP50    num `json:"checkP50"`
+	DelP50      num `json:"delP50"`
+	DelP99      num `json:"delP99"`
+	AddPerSec   num `json:"addPerSec"`
+	First10Mean num `json:"first10Mean"` // mean ADD latency of the first 10% of pods (dispatch order)
+	Last10Mean  num `json:"last10Mean"`  // of the last 10%
+	Growth      num `json:"growth"`      // Last10Mean / First10Mean
 	// Programs executed per call of each verb, all of them and those that are not one of
 	// the plugin binaries (iptables, nft, ...); -1 when not counted.
-	ExecsPerAdd, ExecsPerCheck, ExecsPerDel num
-	OtherExecsPerAdd                        num
-	ExecsByProgram                          map[string]map[string]float64 `json:"execsByProgram,omitempty"` // verb -> program -> per call
-	ExecCountLost                           bool                          `json:"execCountLost,omitempty"`
-	Errors                                  map[string]int                `json:"errors,omitempty"`
-	FirstError                              map[string]string             `json:"firstError,omitempty"`
-	LeftAfterDel                            []string                      `json:"leftAfterDel,omitempty"`
-	Rounds                                  int
+	ExecsPerAdd      num                           `json:"execsPerAdd"`
+	ExecsPerCheck    num                           `json:"execsPerCheck"`
+	ExecsPerDel      num                           `json:"execsPerDel"`
+	OtherExecsPerAdd num                           `json:"otherExecsPerAdd"`
+	ExecsByProgram   map[string]map[string]float64 `json:"execsByProgram,omitempty"` // verb -> program -> per call
+	ExecCountLost    bool                          `json:"execCountLost,omitempty"`
+	Errors           map[string]int                `json:"errors,omitempty"`
+	FirstError       map[string]string             `json:"firstError,omitempty"`
+	LeftAfterDel     []string                      `json:"leftAfterDel,omitempty"`
+	Rounds           int                           `json:"rounds"`
 }
 
-// Ratios are ours/reference for each metric.
+// Ratios are ours/reference for each metric, keyed by the metric's JSON name.
 type Ratios map[string]num
 
 var verbs = []string{"ADD", "CHECK", "DEL"}

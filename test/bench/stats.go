@@ -137,13 +137,13 @@ func ratios(o, r *Metrics) Ratios {
 		return a / b
 	}
 	return Ratios{
-		"AddP50": div(o.AddP50, r.AddP50), "AddP90": div(o.AddP90, r.AddP90), "AddP99": div(o.AddP99, r.AddP99),
-		"CheckP50": div(o.CheckP50, r.CheckP50),
-		"DelP50":   div(o.DelP50, r.DelP50), "DelP99": div(o.DelP99, r.DelP99),
-		"AddPerSec":   div(o.AddPerSec, r.AddPerSec),
-		"First10Mean": div(o.First10Mean, r.First10Mean), "Last10Mean": div(o.Last10Mean, r.Last10Mean),
-		"Growth":      div(o.Growth, r.Growth),
-		"ExecsPerAdd": div(o.ExecsPerAdd, r.ExecsPerAdd), "ExecsPerCheck": div(o.ExecsPerCheck, r.ExecsPerCheck),
-		"ExecsPerDel": div(o.ExecsPerDel, r.ExecsPerDel), "OtherExecsPerAdd": div(o.OtherExecsPerAdd, r.OtherExecsPerAdd),
+		"addP50": div(o.AddP50, r.AddP50), "addP90": div(o.AddP90, r.AddP90), "addP99": div(o.AddP99, r.AddP99),
+		"checkP50": div(o.CheckP50, r.CheckP50),
+		"delP50":   div(o.DelP50, r.DelP50), "delP99": div(o.DelP99, r.DelP99),
+		"addPerSec":   div(o.AddPerSec, r.AddPerSec),
+		"first10Mean": div(o.First10Mean, r.First10Mean), "last10Mean": div(o.Last10Mean, r.Last10Mean),
+		"growth":      div(o.Growth, r.Growth),
+		"execsPerAdd": div(o.ExecsPerAdd, r.ExecsPerAdd), "execsPerCheck": div(o.ExecsPerCheck, r.ExecsPerCheck),
+		"execsPerDel": div(o.ExecsPerDel, r.ExecsPerDel), "otherExecsPerAdd": div(o.OtherExecsPerAdd, r.OtherExecsPerAdd),
 	}
 }

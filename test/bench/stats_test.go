@@ -52,7 +52,7 @@ func TestSummarizeAndRatios(t *testing.T) {
 	if m.AddPerSec != 10 || m.First10Mean != 10.5 || m.Last10Mean != 28.5 || m.ExecsPerAdd != 42 || m.OtherExecsPerAdd != 40 {
 		t.Fatalf("summary %+v", m)
 	}
-	if r := ratios(m, m); r["AddP50"] != 1 || r["AddPerSec"] != 1 {
+	if r := ratios(m, m); r["addP50"] != 1 || r["addPerSec"] != 1 {
 		t.Fatalf("ratios of a summary with itself: %v", r)
 	}
 	if b, err := num(math.NaN()).MarshalJSON(); err != nil || string(b) != "null" {

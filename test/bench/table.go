@@ -25,11 +25,11 @@ type goal struct {
 
 var goals = map[string]map[string]goal{
 	"serial": {
-		"ADD p50 ms": {"ratio ≤ 0.167", func(c *Case) bool { return c.Ratio["AddP50"] <= 1.0/6 }},
-		"DEL p50 ms": {"ratio ≤ 0.10", func(c *Case) bool { return c.Ratio["DelP50"] <= 0.1 }},
+		"ADD p50 ms": {"ratio ≤ 0.167", func(c *Case) bool { return c.Ratio["addP50"] <= 1.0/6 }},
+		"DEL p50 ms": {"ratio ≤ 0.10", func(c *Case) bool { return c.Ratio["delP50"] <= 0.1 }},
 	},
 	"concurrent": {
-		"ADD/s":          {"ratio ≥ 10", func(c *Case) bool { return c.Ratio["AddPerSec"] >= 10 }},
+		"ADD/s":          {"ratio ≥ 10", func(c *Case) bool { return c.Ratio["addPerSec"] >= 10 }},
 		"last/first 10%": {"ours ≤ 1.5", func(c *Case) bool { return c.Ours.Growth <= 1.5 }},
 	},
 	"scale": {
@@ -65,20 +65,20 @@ func (r *Report) printTable(w io.Writer) {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", name, f(a, prec), f(b, prec), f(ratio, 2), g)
 		}
-		row("ADD p50 ms", o.AddP50, rf.AddP50, c.Ratio["AddP50"], 1)
-		row("ADD p90 ms", o.AddP90, rf.AddP90, c.Ratio["AddP90"], 1)
-		row("ADD p99 ms", o.AddP99, rf.AddP99, c.Ratio["AddP99"], 1)
-		row("CHECK p50 ms", o.CheckP50, rf.CheckP50, c.Ratio["CheckP50"], 1)
-		row("DEL p50 ms", o.DelP50, rf.DelP50, c.Ratio["DelP50"], 1)
-		row("DEL p99 ms", o.DelP99, rf.DelP99, c.Ratio["DelP99"], 1)
-		row("ADD/s", o.AddPerSec, rf.AddPerSec, c.Ratio["AddPerSec"], 1)
-		row("first 10% ADD mean ms", o.First10Mean, rf.First10Mean, c.Ratio["First10Mean"], 1)
-		row("last 10% ADD mean ms", o.Last10Mean, rf.Last10Mean, c.Ratio["Last10Mean"], 1)
-		row("last/first 10%", o.Growth, rf.Growth, c.Ratio["Growth"], 2)
-		row("execs per ADD", o.ExecsPerAdd, rf.ExecsPerAdd, c.Ratio["ExecsPerAdd"], 1)
-		row("  not plugins", o.OtherExecsPerAdd, rf.OtherExecsPerAdd, c.Ratio["OtherExecsPerAdd"], 1)
-		row("execs per CHECK", o.ExecsPerCheck, rf.ExecsPerCheck, c.Ratio["ExecsPerCheck"], 1)
-		row("execs per DEL", o.ExecsPerDel, rf.ExecsPerDel, c.Ratio["ExecsPerDel"], 1)
+		row("ADD p50 ms", o.AddP50, rf.AddP50, c.Ratio["addP50"], 1)
+		row("ADD p90 ms", o.AddP90, rf.AddP90, c.Ratio["addP90"], 1)
+		row("ADD p99 ms", o.AddP99, rf.AddP99, c.Ratio["addP99"], 1)
+		row("CHECK p50 ms", o.CheckP50, rf.CheckP50, c.Ratio["checkP50"], 1)
+		row("DEL p50 ms", o.DelP50, rf.DelP50, c.Ratio["delP50"], 1)
+		row("DEL p99 ms", o.DelP99, rf.DelP99, c.Ratio["delP99"], 1)
+		row("ADD/s", o.AddPerSec, rf.AddPerSec, c.Ratio["addPerSec"], 1)
+		row("first 10% ADD mean ms", o.First10Mean, rf.First10Mean, c.Ratio["first10Mean"], 1)
+		row("last 10% ADD mean ms", o.Last10Mean, rf.Last10Mean, c.Ratio["last10Mean"], 1)
+		row("last/first 10%", o.Growth, rf.Growth, c.Ratio["growth"], 2)
+		row("execs per ADD", o.ExecsPerAdd, rf.ExecsPerAdd, c.Ratio["execsPerAdd"], 1)
+		row("  not plugins", o.OtherExecsPerAdd, rf.OtherExecsPerAdd, c.Ratio["otherExecsPerAdd"], 1)
+		row("execs per CHECK", o.ExecsPerCheck, rf.ExecsPerCheck, c.Ratio["execsPerCheck"], 1)
+		row("execs per DEL", o.ExecsPerDel, rf.ExecsPerDel, c.Ratio["execsPerDel"], 1)
 		fmt.Fprintf(tw, "errors ADD/CHECK/DEL\t%s\t%s\t\t\t\n", errs(o), errs(rf))
 		fmt.Fprintf(tw, "left after DEL\t%d\t%d\t\t\t\n", len(o.LeftAfterDel), len(rf.LeftAfterDel))
 		tw.Flush()
@@ -113,8 +113,8 @@ func (r *Report) printTable(w io.Writer) {
 		fmt.Fprintln(tw, "reservations\tours ADD p50 ms\tref ADD p50 ms\tours/ref\tours DEL p50 ms\tref DEL p50 ms\tours/ref\t")
 		for _, h := range r.HostLocal {
 			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t\n", h.Reservations,
-				f(h.Ours.AddP50, 2), f(h.Reference.AddP50, 2), f(h.Ratio["AddP50"], 2),
-				f(h.Ours.DelP50, 2), f(h.Reference.DelP50, 2), f(h.Ratio["DelP50"], 2))
+				f(h.Ours.AddP50, 2), f(h.Reference.AddP50, 2), f(h.Ratio["addP50"], 2),
+				f(h.Ours.DelP50, 2), f(h.Reference.DelP50, 2), f(h.Ratio["delP50"], 2))
 		}
 		tw.Flush()
 		for _, h := range r.HostLocal {

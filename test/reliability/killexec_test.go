@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -66,6 +67,7 @@ func (k *killExec) fired() bool {
 	return k.killed
 }
 
+// typical is the median duration of the plugin's last (up to 9) completed ADDs.
 func (k *killExec) typical(plugin string) time.Duration {
 	k.mu.Lock()
 	defer k.mu.Unlock()
@@ -73,11 +75,9 @@ func (k *killExec) typical(plugin string) time.Duration {
 	if len(d) == 0 {
 		return 100 * time.Millisecond
 	}
-	var longest time.Duration
-	for _, x := range d {
-		longest = max(longest, x)
-	}
-	return longest
+	d = slices.Clone(d[max(0, len(d)-9):])
+	slices.Sort(d)
+	return d[len(d)/2]
 }
 
 func (k *killExec) ExecPlugin(ctx context.Context, path string, stdin []byte, env []string) ([]byte, error) {
