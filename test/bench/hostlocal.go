@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -34,7 +35,7 @@ const hlNet = "cnis-hl"
 // hostLocal times host-local ADD then DEL, serially, with a data dir that already holds n
 // reservations (10.99.0.2 upwards, allocated in order as a long-lived node would have them,
 // last_reserved_ip pointing at the last): the reference reads every reservation on DEL.
-func (r *Report) hostLocal(sizes []int, iters int) error {
+func (r *Report) hostLocal(sizes []int, iters int, only string) error {
 	nss, err := harness.NewNSBatch("bhl", 2)
 	if err != nil {
 		return err
@@ -49,6 +50,15 @@ func (r *Report) hostLocal(sizes []int, iters int) error {
 			order = []Impl{r.Ours, r.Reference}
 		}
 		for _, im := range order {
+			if only != "" && im.Label != only {
+				m := HLMetrics{AddP50: num(math.NaN()), DelP50: num(math.NaN())}
+				if im.Label == "ours" {
+					c.Ours = m
+				} else {
+					c.Reference = m
+				}
+				continue
+			}
 			m, err := r.hostLocalOne(im, node, pod, n, iters)
 			if err != nil {
 				return err

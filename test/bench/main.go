@@ -41,6 +41,7 @@ type options struct {
 	hostlocalSizes string
 	hostlocalIters int
 	progress       bool
+	only           string
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -60,6 +61,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.hostlocalSizes, "hostlocal-sizes", "0,1000,60000", "reservations present in the host-local micro-benchmark")
 	fs.IntVar(&o.hostlocalIters, "hostlocal-iters", 10, "ADD+DEL pairs per size and implementation in the host-local micro-benchmark")
 	fs.BoolVar(&o.progress, "progress", true, "print a progress line on stderr")
+	fs.StringVar(&o.only, "only", "", "run one side only: ours or reference (no ratios)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -79,6 +81,11 @@ func parseFlags(args []string) (*options, error) {
 	}
 	if o.conc < 1 || o.rounds < 1 || o.hostlocalIters < 1 {
 		return nil, errors.New("-concurrency, -rounds and -hostlocal-iters must be at least 1")
+	}
+	switch o.only {
+	case "", "ours", "reference":
+	default:
+		return nil, fmt.Errorf("-only %q: want ours or reference", o.only)
 	}
 	if o.scale && !strings.Contains(o.cases, "scale") {
 		o.cases += ",scale"

@@ -112,7 +112,11 @@ func (r *Report) execute(o *options) error {
 		track(pods...)
 		r.pods = pods
 	}
-	steps := len(cases) * 2 * o.rounds
+	sides := 2
+	if o.only != "" {
+		sides = 1
+	}
+	steps := len(cases) * sides * o.rounds
 	step := 0
 	for k, c := range cases {
 		samples := map[string][]*sample{}
@@ -122,6 +126,9 @@ func (r *Report) execute(o *options) error {
 				order = []Impl{r.Ours, r.Reference}
 			}
 			for _, im := range order {
+				if o.only != "" && im.Label != o.only {
+					continue
+				}
 				step++
 				label := fmt.Sprintf("[%d/%d] %s %s", step, steps, im.Label, c.Name)
 				s, err := r.runRound(label, im, c)
@@ -141,7 +148,7 @@ func (r *Report) execute(o *options) error {
 		if err != nil {
 			return err
 		}
-		if err := r.hostLocal(sizes, o.hostlocalIters); err != nil {
+		if err := r.hostLocal(sizes, o.hostlocalIters, o.only); err != nil {
 			return fmt.Errorf("host-local micro-benchmark: %w", err)
 		}
 	}
