@@ -21,7 +21,6 @@ type Report struct {
 	ExecCount string    `json:"execCount"` // how execs were counted, or why not
 	Cases     []*Case   `json:"cases"`
 	HostLocal []*HLCase `json:"hostLocal,omitempty"`
-	Findings  []string  `json:"findings,omitempty"`
 	counter   *harness.ExecCounter
 	pods      []*harness.NS
 	progress  *progress
@@ -60,7 +59,7 @@ type Metrics struct {
 	Last10Mean  num `json:"last10Mean"`  // of the last 10%
 	Growth      num `json:"growth"`      // Last10Mean / First10Mean
 	// Programs executed per call of each verb, all of them and those that are not one of
-	// the plugin binaries (iptables, nft, ...); -1 when not counted.
+	// the plugin binaries (iptables, nft, ...); null when not counted.
 	ExecsPerAdd      num                           `json:"execsPerAdd"`
 	ExecsPerCheck    num                           `json:"execsPerCheck"`
 	ExecsPerDel      num                           `json:"execsPerDel"`

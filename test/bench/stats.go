@@ -102,7 +102,8 @@ func summarize(ss []*sample, pods int) *Metrics {
 	m.AddPerSec = num(float64(addOK) / addWall.Seconds())
 	m.First10Mean, m.Last10Mean = mean(first), mean(last)
 	m.Growth = m.Last10Mean / m.First10Mean
-	m.ExecsPerAdd, m.ExecsPerCheck, m.ExecsPerDel, m.OtherExecsPerAdd = -1, -1, -1, -1
+	nan := num(math.NaN())
+	m.ExecsPerAdd, m.ExecsPerCheck, m.ExecsPerDel, m.OtherExecsPerAdd = nan, nan, nan, nan
 	if counted {
 		m.ExecsByProgram = map[string]map[string]float64{}
 		per := func(v string) num {

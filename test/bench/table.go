@@ -138,9 +138,6 @@ func (r *Report) printTable(w io.Writer) {
 			}
 		}
 	}
-	for _, x := range r.Findings {
-		fmt.Fprintf(w, "finding: %s\n", x)
-	}
 }
 
 func errs(m *Metrics) string {
