@@ -100,6 +100,20 @@ func (p *progress) untrack() {
 	p.mu.Unlock()
 }
 
+// note prints a line of its own (a phase's summary), so a run stopped early still shows
+// what it measured.
+func (p *progress) note(line string) {
+	if !p.on {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.tty {
+		fmt.Fprintf(os.Stderr, "\r\033[K")
+	}
+	fmt.Fprintln(os.Stderr, line)
+}
+
 func (p *progress) stop() {
 	close(p.quit)
 	if p.tty && p.on {

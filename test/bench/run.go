@@ -301,5 +301,9 @@ func (r *Report) phase(label string, n, conc int, skip func(int) bool, op func(i
 	wg.Wait()
 	wall := time.Since(start)
 	r.progress.untrack()
+	tenth := max(1, n/10)
+	r.progress.note(fmt.Sprintf("    p50 %s  p90 %s  p99 %s ms; first/last 10%% mean %s/%s ms",
+		f(percentile(lat, 50), 1), f(percentile(lat, 90), 1), f(percentile(lat, 99), 1),
+		f(mean(lat[:tenth]), 1), f(mean(lat[n-tenth:]), 1)))
 	return wall, errs
 }
