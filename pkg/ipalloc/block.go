@@ -132,15 +132,16 @@ func parseBlockName(name string) (netip.Addr, bool) {
 }
 
 // The per-attachment part of the index: reservations grouped into bucket files by a hash of
-// their owner key, so that DEL and CHECK read one small file (at most a few hundred lines)
-// instead of every reservation. The number of buckets follows the number of reservations (one
-// per 128, a power of two up to maxBuckets) so that a rebuild writes few files when there are
-// few reservations; it grows by a rebuild when the count outgrows it.
+// their owner key, so that DEL and CHECK read one small file instead of every reservation.
+// The number of buckets follows the number of reservations (one per 128, a power of two up to
+// maxBuckets, grown by a rebuild when the count outgrows it): a bucket holds about 64 to 128
+// lines whatever the size of the network (up to half a million reservations), and a rebuild
+// writes few files when there are few reservations.
 const (
-	maxBuckets       = 256
+	maxBuckets       = 4096
 	linesPerBucket   = 128
 	occupancyWords   = maxBuckets / 64
-	bucketNameDigits = 2
+	bucketNameDigits = 3
 )
 
 func bucketsFor(n int) int {
