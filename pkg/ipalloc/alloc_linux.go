@@ -343,21 +343,29 @@ func (s *Store) CheckIndex(ctx context.Context) (fresh bool, err error) {
 			return nil
 		}
 		fresh = true
-		for b := 0; b < bucketCount; b++ {
-			got, want := slices.Clone(idx.bucket(b)), slices.Clone(truth.buckets[b])
-			if idx.full {
-				return errors.New("index has unreadable files")
+		var got []string
+		for b := 0; b < idx.nb; b++ {
+			got = append(got, idx.bucket(b)...)
+		}
+		if idx.full {
+			return errors.New("index has unreadable files")
+		}
+		var want []string
+		for _, ls := range truth.buckets {
+			want = append(want, ls...)
+		}
+		for _, l := range got {
+			if _, err := parseLine(l); err != nil {
+				return err
 			}
-			for _, l := range got {
-				if _, err := parseLine(l); err != nil {
-					return fmt.Errorf("bucket %s: %w", bucketName(b), err)
-				}
-			}
-			slices.Sort(got)
-			slices.Sort(want)
-			if !slices.Equal(got, want) {
-				return fmt.Errorf("bucket %s: index has %q, directory %q", bucketName(b), got, want)
-			}
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("index holds %q, directory %q", got, want)
+		}
+		if idx.count != truth.count {
+			return fmt.Errorf("index counts %d reservations, directory holds %d", idx.count, truth.count)
 		}
 		for base, bm := range truth.blocks {
 			got := idx.block(base)

@@ -60,6 +60,8 @@ type view struct {
 	dirtyU  map[netip.Addr]bool
 	last    map[string]string // last_reserved_ip.* file name -> content
 	occ     occupancy         // lazy views: which bucket files the stamp says exist
+	nb      int               // number of buckets
+	count   int               // number of reservations in the buckets
 	empty   []netip.Addr      // reservation files without content (full views only)
 	err     error             // the network directory could not be read
 }
@@ -77,7 +79,7 @@ func (v *view) switchFull(why string) {
 	if v.full {
 		return
 	}
-	v.s.logf("index of network %q unusable (%s): rebuilding it", v.s.network, why)
+	v.s.logf("rebuilding the index of network %q (%s)", v.s.network, why)
 	nv, err := v.s.scan()
 	if err != nil {
 		v.err = err
@@ -181,17 +183,33 @@ func (v *view) block(base netip.Addr) *bitmap {
 	return bm
 }
 
+// keyBucket returns the bucket of key and its lines.
+func (v *view) keyBucket(key string) (int, []string) {
+	nb := v.nb
+	b := bucketOf(key, nb)
+	ls := v.bucket(b)
+	if v.nb != nb { // loading it failed: now a full view, maybe with another bucket count
+		b = bucketOf(key, v.nb)
+		ls = v.buckets[b]
+	}
+	return b, ls
+}
+
 // lookup lists the addresses the index gives to an owner key.
 func (v *view) lookup(key string) []netip.Addr {
 	suffix := " " + strconv.Quote(key)
+	b, ls := v.keyBucket(key)
 	var out []netip.Addr
-	for _, l := range v.bucket(bucketOf(key)) {
+	for _, l := range ls {
 		if !strings.HasSuffix(l, suffix) {
 			continue
 		}
 		ip, err := netip.ParseAddr(l[:len(l)-len(suffix)])
 		if err != nil {
-			v.switchFull(fmt.Sprintf("bucket %s: line %q: %v", bucketName(bucketOf(key)), l, err))
+			if v.full {
+				continue // cannot happen: a scan writes every line
+			}
+			v.switchFull(fmt.Sprintf("bucket %s: line %q: %v", bucketName(b), l, err))
 			return v.lookup(key)
 		}
 		out = append(out, ip)
@@ -217,22 +235,24 @@ func (v *view) setUsed(ip netip.Addr, used bool) {
 
 // add records that key holds ip.
 func (v *view) add(ip netip.Addr, key string) {
-	b, line := bucketOf(key), entryLine(ip, key)
-	ls := v.bucket(b)
+	line := entryLine(ip, key)
+	b, ls := v.keyBucket(key)
 	if !slices.Contains(ls, line) {
 		v.buckets[b] = append(ls, line)
 		v.dirtyB[b] = true
+		v.count++
 	}
 	v.setUsed(ip, true)
 }
 
 // remove forgets that key holds ip.
 func (v *view) remove(ip netip.Addr, key string) {
-	b, line := bucketOf(key), entryLine(ip, key)
-	ls := v.bucket(b)
+	line := entryLine(ip, key)
+	b, ls := v.keyBucket(key)
 	if i := slices.Index(ls, line); i >= 0 {
 		v.buckets[b] = slices.Delete(slices.Clone(ls), i, i+1)
 		v.dirtyB[b] = true
+		v.count--
 	}
 	v.setUsed(ip, false)
 }
@@ -297,6 +317,7 @@ func (s *Store) scan() (*view, error) {
 		return nil, fmt.Errorf("read network directory %s: %w", s.netDir, err)
 	}
 	v := newView(s, true)
+	var found []entry
 	for _, name := range names {
 		if name == lockName {
 			continue
@@ -320,9 +341,13 @@ func (s *Store) scan() (*view, error) {
 			v.empty = append(v.empty, ip)
 			continue
 		}
-		b := bucketOf(key) // file names are unique: no need for add's duplicate check
-		v.buckets[b] = append(v.buckets[b], entryLine(ip, key))
-		v.setUsed(ip, true)
+		found = append(found, entry{ip, key})
+	}
+	v.nb, v.count = bucketsFor(len(found)), len(found)
+	for _, e := range found { // file names are unique: no need for add's duplicate check
+		b := bucketOf(e.key, v.nb)
+		v.buckets[b] = append(v.buckets[b], entryLine(e.ip, e.key))
+		v.setUsed(e.ip, true)
 	}
 	return v, nil
 }
@@ -343,10 +368,12 @@ type indexStamp struct {
 	dir  dirStamp
 	last map[string]string
 	occ  occupancy // non-empty buckets: a bucket file gone missing is seen
+	nb   int       // number of buckets
+	n    int       // number of reservations
 }
 
 // occupancy is one bit per bucket.
-type occupancy [bucketCount / 64]uint64
+type occupancy [occupancyWords]uint64
 
 func (o *occupancy) get(b int) bool { return o[b/64]>>(b%64)&1 == 1 }
 
@@ -370,7 +397,7 @@ func (st *indexStamp) marshal() []byte {
 	for _, n := range names {
 		fmt.Fprintf(&b, "last %s %s\n", strconv.Quote(n), strconv.Quote(st.last[n]))
 	}
-	b.WriteString("buckets")
+	fmt.Fprintf(&b, "buckets %d %d", st.nb, st.n)
 	for _, w := range st.occ {
 		fmt.Fprintf(&b, " %x", w)
 	}
@@ -398,10 +425,16 @@ func parseStamp(data []byte) (*indexStamp, error) {
 			}
 		case "buckets":
 			ws := strings.Fields(rest)
-			if len(ws) != len(st.occ) {
+			if len(ws) != 2+len(st.occ) {
 				return nil, errors.New("malformed buckets line")
 			}
-			for i, w := range ws {
+			nb, err1 := strconv.Atoi(ws[0])
+			n, err2 := strconv.Atoi(ws[1])
+			if err1 != nil || err2 != nil || nb < 1 || nb > maxBuckets || nb&(nb-1) != 0 || n < 0 {
+				return nil, errors.New("malformed buckets line")
+			}
+			st.nb, st.n = nb, n
+			for i, w := range ws[2:] {
 				n, err := strconv.ParseUint(w, 16, 64)
 				if err != nil {
 					return nil, fmt.Errorf("buckets line: %w", err)
@@ -461,7 +494,7 @@ func (s *Store) loadFresh() (*view, string) {
 	}
 	v := newView(s, false)
 	v.last = st.last
-	v.occ = st.occ
+	v.occ, v.nb, v.count = st.occ, st.nb, st.n
 	return v, ""
 }
 
@@ -469,6 +502,12 @@ func (s *Store) loadFresh() (*view, string) {
 func (s *Store) persist(v *view) error {
 	if !s.idxOK || (!s.dirty && !v.full) || v.err != nil {
 		return nil
+	}
+	if !v.full && bucketsFor(v.count) > v.nb {
+		v.switchFull(fmt.Sprintf("%d reservations outgrow %d buckets", v.count, v.nb))
+		if v.err != nil {
+			return v.err
+		}
 	}
 	s.beginWrite()
 	if v.full {
@@ -491,7 +530,7 @@ func (s *Store) persist(v *view) error {
 		}
 		if err := s.sweepIndex("b", func(n string) bool {
 			b, err := strconv.ParseUint(n, 16, 32)
-			if err != nil || n != bucketName(int(b)) {
+			if err != nil || b >= maxBuckets || n != bucketName(int(b)) {
 				return false
 			}
 			buckets[int(b)] = true
@@ -535,7 +574,7 @@ func (s *Store) persist(v *view) error {
 	if err != nil {
 		return err
 	}
-	st := indexStamp{boot: currentBootID(), dir: dir, last: v.last, occ: occ}
+	st := indexStamp{boot: currentBootID(), dir: dir, last: v.last, occ: occ, nb: v.nb, n: v.count}
 	if err := writeStamp(filepath.Join(s.idxDir, "stamp"), st.marshal()); err != nil {
 		return err
 	}

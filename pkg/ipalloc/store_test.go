@@ -586,3 +586,47 @@ func TestProbe(t *testing.T) {
 		}
 	}
 }
+
+// The bucket count follows the number of reservations: one file for a few, more as they grow
+// (a rebuild at each doubling), DEL and CHECK right throughout.
+func TestBucketsGrowWithReservations(t *testing.T) {
+	s := newStore(t)
+	rs := set(t, "10.1.0.0/16")
+	stampBuckets := func() string {
+		b, _ := os.ReadFile(filepath.Join(s.IndexDir(), "stamp"))
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "buckets ") {
+				f := strings.Fields(l)
+				return f[1] + "/" + f[2]
+			}
+		}
+		return ""
+	}
+	for i := 0; i < 300; i++ {
+		alloc(t, s, fmt.Sprintf("g%d", i), rs)
+		switch i {
+		case 0:
+			if got := stampBuckets(); got != "1/1" {
+				t.Fatalf("after 1 ADD: buckets/count %s, want 1/1", got)
+			}
+		case 200:
+			if got := stampBuckets(); got != "2/201" {
+				t.Fatalf("after 201 ADDs: buckets/count %s, want 2/201", got)
+			}
+		}
+	}
+	if got := stampBuckets(); got != "4/300" {
+		t.Fatalf("after 300 ADDs: buckets/count %s, want 4/300", got)
+	}
+	es, _ := os.ReadDir(filepath.Join(s.IndexDir(), "b"))
+	if len(es) != 4 {
+		t.Fatalf("%d bucket files, want 4", len(es))
+	}
+	checkIndex(t, s)
+	for i := 0; i < 300; i += 7 {
+		if got := release(t, s, fmt.Sprintf("g%d", i)); len(got) != 1 {
+			t.Fatalf("release g%d = %v", i, got)
+		}
+	}
+	checkIndex(t, s)
+}
