@@ -166,7 +166,7 @@ var badCases = func() []badCase {
 				return m
 			}, codes: []uint{codeInvalid}, mention: []string{"overlap"}},
 			badCase{plugin: p, name: "ipam-args-ip-invalid", env: func(c *testenv.Call, _ badEnv) { c.Args = "IgnoreUnknown=1;IP=10.77.0.300" },
-				codes: []uint{codeInvalid, codeDecode}, mention: []string{"IP"}},
+				codes: []uint{codeInvalid, codeDecode, codeEnv}, mention: []string{"IP"}},
 			badCase{plugin: p, name: "ipam-exhausted", conf: set(rng0, "subnet", "10.77.0.0/30"),
 				before: func(t *testing.T, s side, e badEnv, conf []byte) {
 					// Take the only free address with another container first.

@@ -208,6 +208,12 @@ func dataFiles(root string) ([]string, error) {
 			return err
 		}
 		rel, _ := filepath.Rel(root, p)
+		// Our host-local's index (<dataDir>/.<network>.index) is a cache beside the reference's
+		// state: its bucket files stay once made (bounded in number) and nothing depends on
+		// them being current, so they are not leftovers. The reservations are.
+		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && strings.HasSuffix(d.Name(), ".index") {
+			return fs.SkipDir
+		}
 		if d.IsDir() {
 			if rel != "." {
 				res = append(res, rel+"/")
