@@ -147,10 +147,16 @@ func TestRunConfigOnceAndFlags(t *testing.T) {
 	// From the Node, already allocated; spec.podCIDR alone (older clusters) is enough.
 	n := node("n1")
 	n.Spec.PodCIDR = "10.244.8.0/24"
-	err := RunConfig(context.Background(), ConfigOptions{ConfDir: dir, Client: fake.NewClientset(n), NodeName: "n1", Once: true, Logf: t.Logf})
+	writeFile(t, filepath.Join(dir, "05-old.conflist"), []byte("{}"), 0o644) // sorts before ours
+	logs := &logBuf{}
+	err := RunConfig(context.Background(), ConfigOptions{ConfDir: dir, Client: fake.NewClientset(n), NodeName: "n1", Once: true, Logf: logs.logf})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if !logs.has("WARNING: 05-old.conflist sorts before 10-cni-suite.conflist") {
+		t.Errorf("no warning about the config that shadows ours:\n%s", logs)
+	}
+	os.Remove(filepath.Join(dir, "05-old.conflist"))
 	if b := mustRead(t, filepath.Join(dir, conflist.ConfFileName(conflist.DefaultNetworkName))); !bytes.Equal(b, render(t, conflist.NetParams{}, "10.244.8.0/24")) {
 		t.Errorf("config from spec.podCIDR:\n%s", b)
 	}
