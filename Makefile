@@ -17,7 +17,7 @@ RELEASE   := cni-plugins-linux-$(GOARCH)-$(VERSION).tgz
 IMAGE     ?= docker.io/cni-suite/cni-suite:dev
 IMAGE_TAR ?= bin/cni-suite-image.tar
 
-.PHONY: all build test demo e2e bench install release clean deps image
+.PHONY: all build test demo e2e e2e-k8s bench install release clean deps image
 
 all: build
 
@@ -36,8 +36,15 @@ test: deps build
 demo: deps build
 	scripts/demo.sh
 
-e2e: deps build
+e2e: deps build image
 	scripts/e2e.sh
+	scripts/e2e-k8s.sh
+
+# A real control plane and kubelet (containerd with the DaemonSet from deploy/ and the image,
+# then the CRI shim) in throwaway namespaces; builds the Kubernetes components once into
+# ~/.cache/cni-suite (minutes when cold).
+e2e-k8s: deps build image
+	scripts/e2e-k8s.sh
 
 bench: deps build
 	scripts/bench.sh

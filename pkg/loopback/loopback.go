@@ -39,7 +39,7 @@ func Add(args *skel.CmdArgs) error {
 	}
 	addrs, err := up(args.Netns)
 	if err != nil {
-		return err
+		return badNetns(args.Netns, err)
 	}
 	if conf.PrevResult != nil {
 		return types.PrintResult(conf.PrevResult, conf.CNIVersion)
@@ -70,7 +70,7 @@ func Check(args *skel.CmdArgs) error {
 	if _, err := parseConf(args.StdinData); err != nil {
 		return err
 	}
-	return check(args.Netns)
+	return badNetns(args.Netns, check(args.Netns))
 }
 
 // GC has nothing to collect: lo lives and dies with its netns.

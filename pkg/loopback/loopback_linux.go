@@ -5,11 +5,24 @@ import (
 	"fmt"
 	"net"
 
+	"github.com/containernetworking/cni/pkg/types"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
 	"github.com/cni-suite/cni-suite/pkg/link"
 )
+
+// badNetns turns a CNI_NETNS that is not there or is not a network namespace into code 8
+// (invalid netns) naming the variable; other errors pass unchanged. ADD and CHECK use it; DEL
+// treats a gone netns as done instead.
+func badNetns(path string, err error) error {
+	var gone ns.NSPathNotExistErr
+	var notNS ns.NSPathNotNSErr
+	if errors.As(err, &gone) || errors.As(err, &notNS) {
+		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("invalid CNI_NETNS %q: %v", path, err), "")
+	}
+	return err
+}
 
 // withHandle runs fn with a netlink handle bound to the netns at path, without moving any thread.
 func withHandle(path string, fn func(h *link.Handle, lo netlink.Link) error) error {

@@ -1,15 +1,21 @@
 // Package netfilter is the suite's rule engine: one backend-neutral model of what a container
 // needs from netfilter (bridge masquerade; portmap hostPort DNAT, hairpin and localhost SNAT),
-// rendered to one iptables-restore --noflush transaction per IP family or to one nftables
-// netlink batch, in the reference plugins' layout (chain names, hashes, comments).
+// rendered to one iptables-restore --noflush transaction per IP family (and, later, to one
+// nftables netlink batch), in the reference plugins' layout (chain names, hashes, comments).
 //
-// This file is the contract the bridge plugin codes against; the engine behind it is
-// implemented by the netfilter work (issue 13 / 17).
+// The model types (Masq, PortMap) say what a container needs, not how a backend writes it;
+// each backend renders them. Only the iptables backend exists: "nftables" answers CNI error
+// code 2 naming the key and the value.
+//
+// Every call works in the network namespace of the calling thread (the node's).
 package netfilter
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+
+	"github.com/cni-suite/cni-suite/pkg/cnierr"
 )
 
 // Backends, as the reference's ipMasqBackend / backend keys name them.
@@ -36,17 +42,131 @@ type Masq struct {
 	IPs []netip.Prefix
 }
 
-// ErrNotImplemented is returned until the engine lands.
-var ErrNotImplemented = errors.New("netfilter engine not implemented yet")
+// CheckBackend validates a backend value of the config key (ipMasqBackend, backend): ""
+// and "iptables" are fine; "nftables" and anything else are CNI error code 2 naming both.
+func CheckBackend(key, value string) error {
+	switch value {
+	case "", BackendIPTables:
+		return nil
+	case BackendNFTables:
+		return cnierr.Unsupported(key, value, "the nftables backend is not supported yet (use iptables)")
+	default:
+		return cnierr.Unsupported(key, value, `unknown backend (want "iptables")`)
+	}
+}
+
+// checkName refuses a network name that the iptables-restore text cannot carry (a line
+// break or other control character would end the rule early).
+func checkName(network string) error {
+	for _, c := range network {
+		if c < 0x20 || c == 0x7f {
+			return cnierr.InvalidConfig("name", "%q holds a control character", network)
+		}
+	}
+	return nil
+}
+
+// byFamily splits prefixes by IP family, keeping their order.
+func byFamily(ps []netip.Prefix) map[Family][]netip.Prefix {
+	out := map[Family][]netip.Prefix{}
+	for _, p := range ps {
+		f := familyOf(p.Addr())
+		out[f] = append(out[f], p)
+	}
+	return out
+}
+
+// families lists the families to act on: those of the IPs, or, when none are known, every
+// family this node can use (a node without IPv6 or without ip6tables holds no IPv6 rules, and
+// its DEL must not fail on them, as the reference's does not).
+func families(ps []netip.Prefix) []Family {
+	fs := byFamily(ps)
+	if len(fs) == 0 {
+		return usableFamilies()
+	}
+	var out []Family
+	for _, f := range []Family{IPv4, IPv6} {
+		if len(fs[f]) > 0 {
+			out = append(out, f)
+		}
+	}
+	return out
+}
 
 // SetupMasq installs the masquerade rules of m (idempotent: what already exists is kept).
-func SetupMasq(m Masq) error { return ErrNotImplemented }
+// A failure leaves no rule of m behind.
+func SetupMasq(m Masq) error {
+	if err := CheckBackend("ipMasqBackend", m.Backend); err != nil {
+		return err
+	}
+	if err := checkName(m.Network); err != nil {
+		return err
+	}
+	if len(m.IPs) == 0 {
+		return nil
+	}
+	fs := byFamily(m.IPs)
+	var done []Family
+	for _, f := range families(m.IPs) {
+		if err := setupMasqIPT(ipt{f}, m, fs[f]); err != nil {
+			for _, d := range done {
+				_ = teardownMasqIPT(ipt{d}, m, fs[d])
+			}
+			return fmt.Errorf("set up masquerade for %s (%s): %w", m.ContainerID, f, err)
+		}
+		done = append(done, f)
+	}
+	return nil
+}
 
-// TeardownMasq removes m's rules; nothing to remove is success.
-func TeardownMasq(m Masq) error { return ErrNotImplemented }
+// TeardownMasq removes m's rules; nothing to remove is success. Whatever the configured
+// backend, it cleans every backend this engine knows.
+func TeardownMasq(m Masq) error {
+	if err := checkName(m.Network); err != nil {
+		return nil // no rule can exist for it
+	}
+	fs := byFamily(m.IPs)
+	var errs []error
+	for _, f := range families(m.IPs) {
+		if err := teardownMasqIPT(ipt{f}, m, fs[f]); err != nil {
+			errs = append(errs, fmt.Errorf("tear down masquerade for %s (%s): %w", m.ContainerID, f, err))
+		}
+	}
+	return errors.Join(errs...)
+}
 
 // CheckMasq reports, naming what is missing, whether m's rules are all in place.
-func CheckMasq(m Masq) error { return ErrNotImplemented }
+func CheckMasq(m Masq) error {
+	if err := CheckBackend("ipMasqBackend", m.Backend); err != nil {
+		return err
+	}
+	if err := checkName(m.Network); err != nil {
+		return err
+	}
+	fs := byFamily(m.IPs)
+	for _, f := range families(m.IPs) {
+		if err := checkMasqIPT(ipt{f}, m, fs[f]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // GCMasq removes the masquerade rules of every container of network that is not in keep.
-func GCMasq(backend, network string, keep []Attachment) error { return ErrNotImplemented }
+// It keeps going on errors and returns them all.
+func GCMasq(backend, network string, keep []Attachment) error {
+	if err := checkName(network); err != nil {
+		return nil
+	}
+	ids := map[string]bool{}
+	for _, a := range keep {
+		ids[a.ContainerID] = true
+	}
+	var errs []error
+	for _, f := range usableFamilies() {
+		if err := gcMasqIPT(ipt{f}, network, ids); err != nil {
+			errs = append(errs, fmt.Errorf("garbage-collect masquerade rules (%s): %w", f, err))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,5 @@
+package netfilter
+
+import "os/exec"
+
+var execLookPath = exec.LookPath

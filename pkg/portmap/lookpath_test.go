@@ -1,0 +1,5 @@
+package portmap_test
+
+import "os/exec"
+
+var execLookPath = exec.LookPath
