@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/cni-suite/cni-suite/pkg/buildinfo"
+
+	"github.com/cni-suite/cni-suite/pkg/conflist"
 )
 
 const usage = `install-cni puts the cni-suite CNI plugins and their network config on a node.
@@ -112,7 +114,7 @@ func (c *cli) parse(args []string, stderr io.Writer) (*command, error) {
 	dst := func() *string { return fs.String("dst", "/opt/cni/bin", "the runtime's CNI bin dir") }
 	confDir := func() *string { return fs.String("conf-dir", "/etc/cni/net.d", "the runtime's CNI conf dir") }
 	netName := func() *string {
-		return fs.String("name", DefaultNetworkName, "network name (the conflist is 10-<name>.conflist)")
+		return fs.String("name", conflist.DefaultNetworkName, "network name (the conflist is 10-<name>.conflist)")
 	}
 
 	switch name {
@@ -143,11 +145,11 @@ func (c *cli) parse(args []string, stderr io.Writer) (*command, error) {
 	case "config", "render":
 		confDir := confDir()
 		netName := netName()
-		bridge := fs.String("bridge", DefaultBridge, "bridge device")
+		bridge := fs.String("bridge", conflist.DefaultBridge, "bridge device")
 		var cidrs stringList
 		fs.Var(&cidrs, "pod-cidr", "this node's pod CIDR (repeat, or comma-separate, for dual-stack); default: the Node's spec.podCIDRs")
 		mtu := fs.Int("mtu", 0, "pod MTU (default: the MTU of the node's default-route link)")
-		dataDir := fs.String("data-dir", DefaultDataDir, "host-local's dataDir on the node")
+		dataDir := fs.String("data-dir", conflist.DefaultDataDir, "host-local's dataDir on the node")
 		binDir := fs.String("bin-dir", "", "the CNI bin dir; when set, the config is written only while its plugins are there")
 		hostRoot := fs.String("host-root", "", "where the node's root is mounted in this container; when set, the data dir is created under it")
 		nodeName := fs.String("node-name", c.env(EnvNodeName), "this node's name (env "+EnvNodeName+")")
@@ -158,9 +160,9 @@ func (c *cli) parse(args []string, stderr io.Writer) (*command, error) {
 		resync := fs.Duration("resync", 5*time.Minute, "how often to check the config again without a change")
 		once := fs.Bool("once", false, "exit once the config is written instead of watching")
 		run = func(ctx context.Context) error {
-			np := NetParams{Name: *netName, Bridge: *bridge, MTU: *mtu, DataDir: *dataDir}
+			np := conflist.NetParams{Name: *netName, Bridge: *bridge, MTU: *mtu, DataDir: *dataDir}
 			if name == "render" {
-				p, err := ParsePodCIDRs(cidrs)
+				p, err := conflist.ParsePodCIDRs(cidrs)
 				if err != nil {
 					return err
 				}
@@ -168,7 +170,7 @@ func (c *cli) parse(args []string, stderr io.Writer) (*command, error) {
 					return errors.New("render needs --pod-cidr")
 				}
 				np.PodCIDRs = p
-				b, err := Render(np)
+				b, err := conflist.Render(np)
 				if err != nil {
 					return err
 				}
@@ -199,7 +201,7 @@ func (c *cli) parse(args []string, stderr io.Writer) (*command, error) {
 	case "uninstall":
 		dst, confDir, netName := dst(), confDir(), netName()
 		run = func(context.Context) error {
-			if err := Uninstall(UninstallOptions{Dst: *dst, ConfDir: *confDir, ConfName: ConfFileName(*netName), Logf: c.logf}); err != nil {
+			if err := Uninstall(UninstallOptions{Dst: *dst, ConfDir: *confDir, ConfName: conflist.ConfFileName(*netName), Logf: c.logf}); err != nil {
 				return err
 			}
 			c.logf("uninstalled")
@@ -208,10 +210,10 @@ func (c *cli) parse(args []string, stderr io.Writer) (*command, error) {
 	case "ready":
 		confDir, netName := confDir(), netName()
 		run = func(context.Context) error {
-			if err := CheckConflist(*confDir, ConfFileName(*netName), *netName); err != nil {
+			if err := CheckConflist(*confDir, conflist.ConfFileName(*netName), *netName); err != nil {
 				return err
 			}
-			fmt.Fprintf(c.stdout, "ready: %s\n", filepath.Join(*confDir, ConfFileName(*netName)))
+			fmt.Fprintf(c.stdout, "ready: %s\n", filepath.Join(*confDir, conflist.ConfFileName(*netName)))
 			return nil
 		}
 	case "wait":
@@ -235,7 +237,7 @@ func (c *cli) parse(args []string, stderr io.Writer) (*command, error) {
 		return nil, err
 	}
 	if f := fs.Lookup("name"); f != nil {
-		if err := ValidNetworkName(f.Value.String()); err != nil {
+		if err := conflist.ValidNetworkName(f.Value.String()); err != nil {
 			return nil, err
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cni-suite/cni-suite/pkg/conflist"
 )
 
 func runCLI(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
@@ -54,7 +56,7 @@ func TestCLIVersionRenderWait(t *testing.T) {
 		t.Errorf("version: %d %q", code, out)
 	}
 	code, out, stderr := runCLI(t, nil, "render", "--pod-cidr", "10.244.1.0/24", "--pod-cidr", "fd00:1::/64", "--mtu", "1450")
-	if code != 0 || out != string(render(t, NetParams{MTU: 1450}, "10.244.1.0/24", "fd00:1::/64")) {
+	if code != 0 || out != string(render(t, conflist.NetParams{MTU: 1450}, "10.244.1.0/24", "fd00:1::/64")) {
 		t.Errorf("render: %d\n%s\n%s", code, out, stderr)
 	}
 	if code, _, stderr := runCLI(t, nil, "render"); code != 1 || !strings.Contains(stderr, "--pod-cidr") {

@@ -10,12 +10,14 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/cni-suite/cni-suite/pkg/conflist"
 )
 
 // ConfigOptions configures RunConfig.
 type ConfigOptions struct {
-	ConfDir string    // the runtime's CNI conf dir (/etc/cni/net.d, or /host/etc/cni/net.d in a pod)
-	Net     NetParams // everything but PodCIDRs, which come from PodCIDRs or the Node
+	ConfDir string             // the runtime's CNI conf dir (/etc/cni/net.d, or /host/etc/cni/net.d in a pod)
+	Net     conflist.NetParams // everything but PodCIDRs, which come from PodCIDRs or the Node
 	// PodCIDRs given on the command line; when empty they come from the Node object.
 	PodCIDRs []string
 	Client   kubernetes.Interface // used when PodCIDRs is empty
@@ -56,7 +58,7 @@ func (w *configWriter) apply(cidrs []string) (bool, error) {
 			w.o.NodeName, filepath.Join(w.o.ConfDir, w.file))
 		return false, nil
 	}
-	prefixes, err := ParsePodCIDRs(cidrs)
+	prefixes, err := conflist.ParsePodCIDRs(cidrs)
 	if err != nil {
 		return false, err
 	}
@@ -74,13 +76,13 @@ func (w *configWriter) apply(cidrs []string) (bool, error) {
 			w.note("mtu %d from the default route's link %s", mtu, via)
 		}
 	}
-	data, err := Render(p)
+	data, err := conflist.Render(p)
 	if err != nil {
 		return false, err
 	}
 	if w.o.BinDir != "" {
 		var missing []string
-		for _, plugin := range ConfPluginTypes {
+		for _, plugin := range conflist.ConfPluginTypes {
 			if fi, err := os.Stat(filepath.Join(w.o.BinDir, plugin)); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
 				missing = append(missing, plugin)
 			}
@@ -141,20 +143,20 @@ func RunConfig(ctx context.Context, o ConfigOptions) error {
 	}
 	name := o.Net.Name
 	if name == "" {
-		name = DefaultNetworkName
+		name = conflist.DefaultNetworkName
 	}
-	w := &configWriter{o: &o, file: ConfFileName(name)}
+	w := &configWriter{o: &o, file: conflist.ConfFileName(name)}
 	const retry = 5 * time.Second
 
 	if len(o.PodCIDRs) > 0 {
-		prefixes, err := ParsePodCIDRs(o.PodCIDRs)
+		prefixes, err := conflist.ParsePodCIDRs(o.PodCIDRs)
 		if err != nil {
 			return err
 		}
 		// A trial render, so that bad flags fail now rather than in the loop.
 		trial := o.Net
 		trial.PodCIDRs = prefixes
-		if _, err := Render(trial); err != nil {
+		if _, err := conflist.Render(trial); err != nil {
 			return err
 		}
 		for {

@@ -21,6 +21,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/cni-suite/cni-suite/pkg/conflist"
 )
 
 // logBuf collects log lines from concurrent goroutines.
@@ -73,10 +75,10 @@ func node(name string, cidrs ...string) *corev1.Node {
 	return n
 }
 
-func render(t *testing.T, p NetParams, cidrs ...string) []byte {
+func render(t *testing.T, p conflist.NetParams, cidrs ...string) []byte {
 	t.Helper()
 	p.PodCIDRs = prefixes(cidrs...)
-	b, err := Render(p)
+	b, err := conflist.Render(p)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,8 +91,8 @@ func render(t *testing.T, p NetParams, cidrs ...string) []byte {
 func TestRunConfigFollowsNodePodCIDRs(t *testing.T) {
 	client := fake.NewClientset(node("n1"), node("n2", "10.9.0.0/24"))
 	dir := t.TempDir()
-	file := filepath.Join(dir, ConfFileName(DefaultNetworkName))
-	np := NetParams{MTU: 1400, DataDir: "/run/test-ipam"}
+	file := filepath.Join(dir, conflist.ConfFileName(conflist.DefaultNetworkName))
+	np := conflist.NetParams{MTU: 1400, DataDir: "/run/test-ipam"}
 	logs := &logBuf{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -145,11 +147,17 @@ func TestRunConfigOnceAndFlags(t *testing.T) {
 	// From the Node, already allocated; spec.podCIDR alone (older clusters) is enough.
 	n := node("n1")
 	n.Spec.PodCIDR = "10.244.8.0/24"
-	err := RunConfig(context.Background(), ConfigOptions{ConfDir: dir, Client: fake.NewClientset(n), NodeName: "n1", Once: true, Logf: t.Logf})
+	writeFile(t, filepath.Join(dir, "05-old.conflist"), []byte("{}"), 0o644) // sorts before ours
+	logs := &logBuf{}
+	err := RunConfig(context.Background(), ConfigOptions{ConfDir: dir, Client: fake.NewClientset(n), NodeName: "n1", Once: true, Logf: logs.logf})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b := mustRead(t, filepath.Join(dir, ConfFileName(DefaultNetworkName))); !bytes.Equal(b, render(t, NetParams{}, "10.244.8.0/24")) {
+	if !logs.has("WARNING: 05-old.conflist sorts before 10-cni-suite.conflist") {
+		t.Errorf("no warning about the config that shadows ours:\n%s", logs)
+	}
+	os.Remove(filepath.Join(dir, "05-old.conflist"))
+	if b := mustRead(t, filepath.Join(dir, conflist.ConfFileName(conflist.DefaultNetworkName))); !bytes.Equal(b, render(t, conflist.NetParams{}, "10.244.8.0/24")) {
 		t.Errorf("config from spec.podCIDR:\n%s", b)
 	}
 	// From flags, with the MTU detector consulted and an IPAM dir created.
@@ -159,7 +167,7 @@ func TestRunConfigOnceAndFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b := mustRead(t, filepath.Join(dir, ConfFileName(DefaultNetworkName))); !bytes.Equal(b, render(t, NetParams{MTU: 8950}, "10.244.9.0/24")) {
+	if b := mustRead(t, filepath.Join(dir, conflist.ConfFileName(conflist.DefaultNetworkName))); !bytes.Equal(b, render(t, conflist.NetParams{MTU: 8950}, "10.244.9.0/24")) {
 		t.Errorf("config from flags:\n%s", b)
 	}
 	if fi, err := os.Stat(dataOnHost); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o755 {
@@ -260,7 +268,7 @@ func TestConfigCommandAPIServerOverride(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, stderr.String())
 	}
-	if b := mustRead(t, filepath.Join(dir, ConfFileName(DefaultNetworkName))); !bytes.Equal(b, render(t, NetParams{MTU: 1400}, "10.244.11.0/24")) {
+	if b := mustRead(t, filepath.Join(dir, conflist.ConfFileName(conflist.DefaultNetworkName))); !bytes.Equal(b, render(t, conflist.NetParams{MTU: 1400}, "10.244.11.0/24")) {
 		t.Errorf("config:\n%s", b)
 	}
 	if !strings.Contains(stderr.String(), "API server "+srv.URL) {
@@ -295,7 +303,7 @@ func TestConfigCommandInClusterAddress(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, stderr.String())
 	}
-	if b := mustRead(t, filepath.Join(dir, ConfFileName(DefaultNetworkName))); !bytes.Equal(b, render(t, NetParams{MTU: 1500}, "fd00:12::/64")) {
+	if b := mustRead(t, filepath.Join(dir, conflist.ConfFileName(conflist.DefaultNetworkName))); !bytes.Equal(b, render(t, conflist.NetParams{MTU: 1500}, "fd00:12::/64")) {
 		t.Errorf("config:\n%s", b)
 	}
 }
@@ -363,7 +371,7 @@ current-context: x
 // container's binaries, and after an uninstall took them away it does not put the config back.
 func TestRunConfigWaitsForBinaries(t *testing.T) {
 	dir, bin := t.TempDir(), t.TempDir()
-	file := filepath.Join(dir, ConfFileName(DefaultNetworkName))
+	file := filepath.Join(dir, conflist.ConfFileName(conflist.DefaultNetworkName))
 	logs := &logBuf{}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

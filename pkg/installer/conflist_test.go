@@ -18,6 +18,8 @@ import (
 
 	"github.com/containernetworking/cni/libcni"
 	"golang.org/x/sys/unix"
+
+	"github.com/cni-suite/cni-suite/pkg/conflist"
 )
 
 func prefixes(s ...string) []netip.Prefix {
@@ -28,122 +30,9 @@ func prefixes(s ...string) []netip.Prefix {
 	return out
 }
 
-// The exact bytes: DESIGN.md fixes cniVersion/cniVersions, the issue the plugins and their keys.
-func TestRenderExact(t *testing.T) {
-	cases := []struct {
-		name string
-		p    NetParams
-		want string
-	}{
-		{"ipv4, mtu", NetParams{PodCIDRs: prefixes("10.244.1.0/24"), MTU: 1450}, `{
-  "cniVersion": "1.0.0",
-  "cniVersions": [
-    "1.0.0",
-    "1.1.0"
-  ],
-  "name": "cni-suite",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "cni0",
-      "isGateway": true,
-      "ipMasq": true,
-      "hairpinMode": true,
-      "mtu": 1450,
-      "ipam": {
-        "type": "host-local",
-        "ranges": [
-          [
-            {
-              "subnet": "10.244.1.0/24"
-            }
-          ]
-        ],
-        "routes": [
-          {
-            "dst": "0.0.0.0/0"
-          }
-        ],
-        "dataDir": "/run/cni-suite/networks"
-      }
-    },
-    {
-      "type": "portmap",
-      "capabilities": {
-        "portMappings": true
-      },
-      "snat": true
-    }
-  ]
-}
-`},
-		{"dual-stack, no mtu, own names", NetParams{Name: "k8s-pods", Bridge: "br-pods", DataDir: "/run/ipam",
-			PodCIDRs: prefixes("fd00:10:244:7::/64", "10.244.7.0/24")}, `{
-  "cniVersion": "1.0.0",
-  "cniVersions": [
-    "1.0.0",
-    "1.1.0"
-  ],
-  "name": "k8s-pods",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "br-pods",
-      "isGateway": true,
-      "ipMasq": true,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "ranges": [
-          [
-            {
-              "subnet": "fd00:10:244:7::/64"
-            }
-          ],
-          [
-            {
-              "subnet": "10.244.7.0/24"
-            }
-          ]
-        ],
-        "routes": [
-          {
-            "dst": "0.0.0.0/0"
-          },
-          {
-            "dst": "::/0"
-          }
-        ],
-        "dataDir": "/run/ipam"
-      }
-    },
-    {
-      "type": "portmap",
-      "capabilities": {
-        "portMappings": true
-      },
-      "snat": true
-    }
-  ]
-}
-`},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			got, err := Render(c.p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if string(got) != c.want {
-				t.Errorf("Render:\n%s\nwant:\n%s", got, c.want)
-			}
-		})
-	}
-}
-
 // What a runtime makes of it: libcni (as containerd and CRI-O use it) loads it, and picks 1.1.0.
 func TestRenderedConfigLoadsInLibcni(t *testing.T) {
-	b, err := Render(NetParams{PodCIDRs: prefixes("10.244.1.0/24", "fd00:1::/64"), MTU: 1500})
+	b, err := conflist.Render(conflist.NetParams{PodCIDRs: prefixes("10.244.1.0/24", "fd00:1::/64"), MTU: 1500})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,60 +66,18 @@ func TestRenderedConfigLoadsInLibcni(t *testing.T) {
 	}
 }
 
-func TestRenderAndParseErrors(t *testing.T) {
-	cases := []struct {
-		name string
-		p    NetParams
-		want string
-	}{
-		{"no cidr", NetParams{}, "no pod CIDR"},
-		{"two ipv4", NetParams{PodCIDRs: prefixes("10.1.0.0/24", "10.2.0.0/24")}, "more than one IPv4"},
-		{"two ipv6", NetParams{PodCIDRs: prefixes("fd00:1::/64", "fd00:2::/64")}, "more than one IPv6"},
-		{"host bits", NetParams{PodCIDRs: prefixes("10.1.0.5/24")}, "host bits set (did you mean 10.1.0.0/24?)"},
-		{"too small v4", NetParams{PodCIDRs: prefixes("10.1.0.0/31")}, "too small"},
-		{"too small v6", NetParams{PodCIDRs: prefixes("fd00::/127")}, "too small"},
-		{"mapped", NetParams{PodCIDRs: prefixes("::ffff:10.1.0.0/120")}, "IPv4-mapped"},
-		{"bridge name", NetParams{PodCIDRs: prefixes("10.1.0.0/24"), Bridge: "a-very-long-bridge-name"}, "bridge name"},
-		{"bridge slash", NetParams{PodCIDRs: prefixes("10.1.0.0/24"), Bridge: "br/0"}, "bridge name"},
-		{"data dir", NetParams{PodCIDRs: prefixes("10.1.0.0/24"), DataDir: "run/x"}, "absolute"},
-		{"mtu low", NetParams{PodCIDRs: prefixes("10.1.0.0/24"), MTU: 100}, "mtu 100"},
-		{"mtu high", NetParams{PodCIDRs: prefixes("10.1.0.0/24"), MTU: 70000}, "mtu 70000"},
-		{"name", NetParams{PodCIDRs: prefixes("10.1.0.0/24"), Name: "../evil"}, "network name"},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			_, err := Render(c.p)
-			if err == nil || !strings.Contains(err.Error(), c.want) {
-				t.Errorf("err = %v, want one containing %q", err, c.want)
-			}
-		})
-	}
-	if _, err := Render(NetParams{}); !errors.Is(err, ErrNoPodCIDR) {
-		t.Errorf("no CIDR: %v, want ErrNoPodCIDR", err)
-	}
-	for _, bad := range []string{"10.1.0.0", "10.1.0.0/33", "banana", "10.1.0.0/24,,nope"} {
-		if _, err := ParsePodCIDRs([]string{bad}); err == nil || !strings.Contains(err.Error(), "pod CIDR") {
-			t.Errorf("ParsePodCIDRs(%q) = %v, want an error naming the pod CIDR", bad, err)
-		}
-	}
-	got, err := ParsePodCIDRs([]string{" 10.1.0.0/24 , fd00::/64", ""})
-	if err != nil || len(got) != 2 || got[1].String() != "fd00::/64" {
-		t.Errorf("comma-separated: %v, %v", got, err)
-	}
-}
-
 func TestWriteConflistOnlyWhenChanged(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "net.d") // created on demand
-	name := ConfFileName("cni-suite")
-	a, _ := Render(NetParams{PodCIDRs: prefixes("10.1.0.0/24")})
-	b, _ := Render(NetParams{PodCIDRs: prefixes("10.2.0.0/24")})
+	name := conflist.ConfFileName("cni-suite")
+	a, _ := conflist.Render(conflist.NetParams{PodCIDRs: prefixes("10.1.0.0/24")})
+	b, _ := conflist.Render(conflist.NetParams{PodCIDRs: prefixes("10.2.0.0/24")})
 	wrote, err := WriteConflist(dir, name, a)
 	if err != nil || !wrote {
 		t.Fatalf("first write: %v %v", wrote, err)
 	}
 	fi, _ := os.Stat(filepath.Join(dir, name))
-	if fi.Mode() != ConfMode {
-		t.Errorf("mode %s, want %s", fi.Mode(), ConfMode)
+	if fi.Mode() != conflist.ConfMode {
+		t.Errorf("mode %s, want %s", fi.Mode(), conflist.ConfMode)
 	}
 	ino := fi.Sys().(*syscall.Stat_t).Ino
 	if wrote, err := WriteConflist(dir, name, a); err != nil || wrote {
@@ -245,8 +92,8 @@ func TestWriteConflistOnlyWhenChanged(t *testing.T) {
 	if _, err := WriteConflist(dir, name, a); err != nil {
 		t.Fatal(err)
 	}
-	if fi, _ := os.Stat(filepath.Join(dir, name)); fi.Mode() != ConfMode {
-		t.Errorf("mode %s after rewrite, want %s", fi.Mode(), ConfMode)
+	if fi, _ := os.Stat(filepath.Join(dir, name)); fi.Mode() != conflist.ConfMode {
+		t.Errorf("mode %s after rewrite, want %s", fi.Mode(), conflist.ConfMode)
 	}
 	if wrote, err := WriteConflist(dir, name, b); err != nil || !wrote {
 		t.Fatalf("new bytes: wrote=%v err=%v", wrote, err)
@@ -278,10 +125,10 @@ func TestWriteConflistOnlyWhenChanged(t *testing.T) {
 // non-atomic writer would be caught in the middle (the control at the end shows it is).
 func TestConflistWatcherNeverSeesPartialFile(t *testing.T) {
 	dir := t.TempDir()
-	name := ConfFileName("cni-suite")
+	name := conflist.ConfFileName("cni-suite")
 	docs := make([][]byte, 2)
 	for i := range docs {
-		d, err := Render(NetParams{PodCIDRs: prefixes(fmt.Sprintf("10.%d.0.0/24", i+1))})
+		d, err := conflist.Render(conflist.NetParams{PodCIDRs: prefixes(fmt.Sprintf("10.%d.0.0/24", i+1))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -391,7 +238,7 @@ func TestConflistWatcherNeverSeesPartialFile(t *testing.T) {
 
 func TestEarlierConfigsAndReady(t *testing.T) {
 	dir := t.TempDir()
-	ours := ConfFileName("cni-suite")
+	ours := conflist.ConfFileName("cni-suite")
 	for _, n := range []string{"05-old.conf", "00-a.json", "09-x.conflist", "README", "99-late.conflist", "01-b.conf.bak"} {
 		writeFile(t, filepath.Join(dir, n), []byte("{}"), 0o644)
 	}
@@ -415,7 +262,7 @@ func TestEarlierConfigsAndReady(t *testing.T) {
 	if err := CheckConflist(dir, ours, "cni-suite"); err == nil {
 		t.Error("ready with another network's config")
 	}
-	b, _ := Render(NetParams{PodCIDRs: prefixes("10.1.0.0/24")})
+	b, _ := conflist.Render(conflist.NetParams{PodCIDRs: prefixes("10.1.0.0/24")})
 	writeFile(t, filepath.Join(dir, ours), b, 0o600)
 	if err := CheckConflist(dir, ours, "cni-suite"); err != nil {
 		t.Errorf("not ready with our config: %v", err)

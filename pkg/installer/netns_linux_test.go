@@ -14,6 +14,8 @@ import (
 
 	"github.com/cni-suite/cni-suite/pkg/link"
 	"github.com/cni-suite/cni-suite/pkg/testenv"
+
+	"github.com/cni-suite/cni-suite/pkg/conflist"
 )
 
 // The MTU comes from the default route's link, read over netlink in the node's netns. The links
@@ -129,12 +131,12 @@ func addDelOnce(t *testing.T, pluginDir, cidr string) {
 	var cfg ConfigOptions
 	dir := t.TempDir()
 	cfg = ConfigOptions{ConfDir: dir, PodCIDRs: []string{cidr}, Once: true, Logf: t.Logf,
-		Net:       NetParams{DataDir: node.DataDir},
+		Net:       conflist.NetParams{DataDir: node.DataDir},
 		DetectMTU: func() (int, string, error) { return DefaultRouteMTU(h.Handle) }}
 	if err := RunConfig(context.Background(), cfg); err != nil {
 		t.Fatal(err)
 	}
-	data = mustRead(t, filepath.Join(dir, ConfFileName(DefaultNetworkName)))
+	data = mustRead(t, filepath.Join(dir, conflist.ConfFileName(conflist.DefaultNetworkName)))
 	if !strings.Contains(string(data), `"mtu": 1400`) {
 		t.Fatalf("config lacks the node's MTU:\n%s", data)
 	}
@@ -189,7 +191,7 @@ func addDelOnce(t *testing.T, pluginDir, cidr string) {
 	if out := node.MustExec(t, "iptables-save", "-t", "nat"); !strings.Contains(out, "--dport 18080") {
 		t.Errorf("no hostPort DNAT rule after ADD:\n%s", out)
 	}
-	reservation := filepath.Join(node.DataDir, DefaultNetworkName, ip.String())
+	reservation := filepath.Join(node.DataDir, conflist.DefaultNetworkName, ip.String())
 	if _, err := os.Stat(reservation); err != nil {
 		t.Errorf("no host-local reservation in the rendered dataDir: %v", err)
 	}
@@ -206,7 +208,7 @@ func addDelOnce(t *testing.T, pluginDir, cidr string) {
 	if out := node.MustExec(t, "iptables-save", "-t", "nat"); strings.Contains(out, "--dport 18080") || strings.Contains(out, "install-test-1") {
 		t.Errorf("NAT rules left after DEL:\n%s", out)
 	}
-	if out := node.MustExec(t, "ip", "-o", "link", "show", "master", DefaultBridge); strings.TrimSpace(out) != "" {
+	if out := node.MustExec(t, "ip", "-o", "link", "show", "master", conflist.DefaultBridge); strings.TrimSpace(out) != "" {
 		t.Errorf("pod veth left on the bridge after DEL: %s", out)
 	}
 }

@@ -13,7 +13,7 @@ import (
 type UninstallOptions struct {
 	Dst      string // the CNI bin dir InstallBins wrote to
 	ConfDir  string // the CNI conf dir
-	ConfName string // our conflist's file name (ConfFileName of the network name)
+	ConfName string // our conflist's file name (conflist.ConfFileName of the network name)
 	Logf     func(format string, args ...any)
 
 	fault fault

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cni-suite/cni-suite/pkg/conflist"
 )
 
 // A node's CNI dirs as a distribution leaves them: the reference plugins (one of them a symlink
@@ -55,21 +57,21 @@ func TestInstallThenUninstallLeavesDirsByteIdentical(t *testing.T) {
 	if fi, _ := os.Lstat(filepath.Join(bin, "portmap")); !fi.Mode().IsRegular() {
 		t.Errorf("portmap is %s after install, want a regular file", fi.Mode())
 	}
-	cfg, err := Render(NetParams{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.3.0/24")}})
+	cfg, err := conflist.Render(conflist.NetParams{PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.3.0/24")}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := WriteConflist(conf, ConfFileName(DefaultNetworkName), cfg); err != nil {
+	if _, err := WriteConflist(conf, conflist.ConfFileName(conflist.DefaultNetworkName), cfg); err != nil {
 		t.Fatal(err)
 	}
-	if err := Uninstall(UninstallOptions{Dst: bin, ConfDir: conf, ConfName: ConfFileName(DefaultNetworkName), Logf: logTo(t)}); err != nil {
+	if err := Uninstall(UninstallOptions{Dst: bin, ConfDir: conf, ConfName: conflist.ConfFileName(conflist.DefaultNetworkName), Logf: logTo(t)}); err != nil {
 		t.Fatal(err)
 	}
 	if d := diffSnapshots(before, snapshot(t, root)); d != "" {
 		t.Errorf("install + uninstall changed the node's dirs:\n%s", d)
 	}
 	// Again: nothing left to do, nothing changes.
-	if err := Uninstall(UninstallOptions{Dst: bin, ConfDir: conf, ConfName: ConfFileName(DefaultNetworkName)}); err != nil {
+	if err := Uninstall(UninstallOptions{Dst: bin, ConfDir: conf, ConfName: conflist.ConfFileName(conflist.DefaultNetworkName)}); err != nil {
 		t.Fatal(err)
 	}
 	if d := diffSnapshots(before, snapshot(t, root)); d != "" {
@@ -126,7 +128,7 @@ func TestUninstallRemovesConfigFirstAndResumes(t *testing.T) {
 	if _, err := InstallBins(BinOptions{Src: srcDir(t, "suite", four...), Dst: bin, Plugins: four}); err != nil {
 		t.Fatal(err)
 	}
-	name := ConfFileName(DefaultNetworkName)
+	name := conflist.ConfFileName(conflist.DefaultNetworkName)
 	if _, err := WriteConflist(conf, name, []byte("{}\n")); err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +159,7 @@ func TestUninstallRemovesConfigFirstAndResumes(t *testing.T) {
 
 func TestUninstallWithoutRecordOnlyRemovesConfig(t *testing.T) {
 	bin, conf := populateNode(t)
-	name := ConfFileName(DefaultNetworkName)
+	name := conflist.ConfFileName(conflist.DefaultNetworkName)
 	writeFile(t, filepath.Join(conf, name), []byte("{}"), 0o600)
 	before := snapshot(t, bin)
 	if err := Uninstall(UninstallOptions{Dst: bin, ConfDir: conf, ConfName: name, Logf: logTo(t)}); err != nil {
