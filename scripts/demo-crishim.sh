@@ -131,7 +131,7 @@ helpers=0
 for c in /proc/[0-9]*/cmdline; do
   p=${c#/proc/}; p=${p%/cmdline}
   [ "$p" = "$shim_pid" ] && continue
-  tr '\0' '\n' <"$c" 2>/dev/null | grep -qxF "$work/state" && helpers=$((helpers + 1))
+  { tr '\0' '\n' <"$c"; } 2>/dev/null | grep -qxF "$work/state" && helpers=$((helpers + 1))
 done
 echo "pod processes: $helpers"
 step "done; the node netns and $work go away now"
