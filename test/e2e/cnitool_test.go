@@ -15,9 +15,10 @@ import (
 // cnitool runs cnitool inside the node netns with the given conf dir and plugin dir.
 func cnitool(t *testing.T, node *testenv.Node, confDir, binDir string, args ...string) (string, error) {
 	t.Helper()
+	tool := testenv.Cnitool(t) // built (once) from the machine's netns: the node netns has no route to the module proxy
 	var out []byte
 	err := node.Do(func() error {
-		cmd := exec.Command(testenv.Cnitool(t), args...)
+		cmd := exec.Command(tool, args...)
 		cmd.Env = append(os.Environ(), "NETCONFPATH="+confDir, "CNI_PATH="+binDir)
 		var err error
 		out, err = cmd.CombinedOutput()
