@@ -49,7 +49,7 @@ install: build
 
 release: build
 	@mkdir -p dist
-	tar -C bin -czf dist/$(RELEASE) $(PLUGINS)
+	tar -C bin -czf dist/$(RELEASE) $(addprefix ./,$(PLUGINS))
 	cd dist && sha256sum $(RELEASE) > $(RELEASE).sha256
 	@echo "dist/$(RELEASE)"
 

@@ -3,6 +3,9 @@
 # what they did. Nothing outside the namespaces it creates is touched; they are removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The showcase: pods run through the CRI (crishim, driven by crictl) on the suite's plugins.
+# DEMO=cnitool gives the plugin-by-plugin demo below instead.
+if [ -x bin/crishim ] && [ "${DEMO:-cri}" = cri ]; then exec scripts/demo-crishim.sh; fi
 BIN="$PWD/bin"
 CACHE="${CNI_SUITE_CACHE:-$HOME/.cache/cni-suite}"
 CNITOOL="$CACHE/tools/cnitool"

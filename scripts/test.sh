@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 before=$(mktemp) after=$(mktemp)
 trap 'rm -f "$before" "$after"' EXIT
 scripts/rootns-snapshot.sh >"$before"
+# Namespaces made by this run's tests carry its tag (pkg/testenv names them cnis-<run>-...).
+export CNI_SUITE_RUN="r$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')"
 export CNI_SUITE_BIN="$PWD/bin"
 status=0
 go test -count=1 -timeout 30m ${GOTESTFLAGS:-} ./... || status=$?
@@ -23,9 +25,9 @@ if ! diff -u "$before" "$after"; then
 else
   echo "root network namespace unchanged (links, addresses, iptables, nftables)"
 fi
-left=$(ip netns list | grep -c '^cnis-' || true)
-if [ "$left" -ne 0 ]; then
-  echo "FAIL: $left test network namespaces left behind:" >&2; ip netns list | grep '^cnis-' >&2
+left=$(ip netns list 2>/dev/null | awk '{print $1}' | grep "^cnis-$CNI_SUITE_RUN-" || true)
+if [ -n "$left" ]; then
+  echo "FAIL: test network namespaces left behind:" >&2; echo "$left" >&2
   status=1
 fi
 exit $status

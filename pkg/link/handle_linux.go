@@ -15,6 +15,8 @@ import (
 type Handle struct {
 	*netlink.Handle
 	NS ns.NetNS
+	// current is true when NS is the namespace the process runs in: sysctls need no switch.
+	current bool
 }
 
 // OpenHandle opens a netlink handle in the netns at path. An absent path gives an
@@ -31,6 +33,32 @@ func OpenHandle(path string) (*Handle, error) {
 	}
 	return &Handle{Handle: h, NS: n}, nil
 }
+
+// OpenCurrent opens a netlink handle in the netns the process runs in (a plugin's host netns).
+// The plugin binaries never switch the whole process, so every thread stays in it.
+func OpenCurrent() (*Handle, error) {
+	n, err := ns.GetCurrentNS()
+	if err != nil {
+		return nil, fmt.Errorf("open current netns: %w", err)
+	}
+	h, err := netlink.NewHandle()
+	if err != nil {
+		n.Close()
+		return nil, fmt.Errorf("netlink handle in current netns: %w", err)
+	}
+	return &Handle{Handle: h, NS: n, current: true}, nil
+}
+
+// Do runs fn on a thread inside the handle's netns (directly when that is the current one).
+func (h *Handle) Do(fn func() error) error {
+	if h.current {
+		return fn()
+	}
+	return h.NS.Do(func(ns.NetNS) error { return fn() })
+}
+
+// Fd is the netns file descriptor, for moving links into this netns.
+func (h *Handle) Fd() netlink.NsFd { return netlink.NsFd(int(h.NS.Fd())) }
 
 // Close releases the netlink socket and the netns file.
 func (h *Handle) Close() {

@@ -104,6 +104,14 @@ func Cnitool(t testing.TB) string {
 	return filepath.Join(goInstallOnce(t, dir, "cnitool", "github.com/containernetworking/cni/cnitool@v1.3.1"), "cnitool")
 }
 
+// Crictl returns the path of crictl v1.37.0 (the CRI command-line client), built into the
+// cache dir on first use (a few minutes on 2 cores).
+func Crictl(t testing.TB) string {
+	t.Helper()
+	dir := filepath.Join(CacheDir(t), "tools")
+	return filepath.Join(goInstallOnce(t, dir, "crictl", "sigs.k8s.io/cri-tools/cmd/crictl@v1.37.0"), "crictl")
+}
+
 func goInstallOnce(t testing.TB, dir, marker, pkg string) string {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(dir, marker)); err == nil {

@@ -53,9 +53,11 @@ func randHex(n int) string {
 func NewNS(t testing.TB, role string) *NS {
 	t.Helper()
 	RequireRoot(t)
+	// CNI_SUITE_RUN tags the namespaces of one test run, so scripts/test.sh can tell its own
+	// leftovers from those of other runs on the same machine.
 	name := "cnis-" + role + "-" + randHex(4)
-	if len(name) > 40 {
-		name = name[:40]
+	if run := os.Getenv("CNI_SUITE_RUN"); run != "" {
+		name = "cnis-" + run + "-" + role + "-" + randHex(4)
 	}
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
