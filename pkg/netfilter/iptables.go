@@ -166,6 +166,9 @@ func quote(s string) string {
 type tx struct {
 	lines []string
 	what  []string // per line, what it means, for error messages
+	// gate, for an optimistic transaction: the one line whose failure means "try the next
+	// optimistic transaction"; a failure anywhere else goes straight to reading state.
+	gate string
 }
 
 func (t *tx) add(what, line string) { t.lines = append(t.lines, line); t.what = append(t.what, what) }
@@ -281,8 +284,16 @@ const maxAttempts = 4
 // write fail.
 func (x ipt) apply(plan func(*table) (*tx, error), fast ...*tx) error {
 	for _, f := range fast {
-		if !f.empty() && x.restore(f) == nil {
+		if f.empty() {
+			continue
+		}
+		err := x.restore(f)
+		if err == nil {
 			return nil
+		}
+		var re *restoreError
+		if f.gate != "" && (!errors.As(err, &re) || re.line != f.gate) {
+			break
 		}
 	}
 	// Writers on this path serialise on a lock file: iptables-nft-restore retries a

@@ -47,7 +47,7 @@ func setupMasqIPT(x ipt, m Masq, ips []netip.Prefix) error {
 	chain, rules, jumps := masqRules(x.fam, m, ips)
 	// Fast paths: a new container (-N fails the whole transaction when the chain exists); or
 	// every rule in place already (a repeated ADD).
-	fast := &tx{}
+	fast := &tx{gate: "-N " + chain}
 	fast.newChain(chain)
 	for _, r := range rules {
 		fast.appendRule(chain, r)

@@ -131,7 +131,7 @@ func setupPortMapIPT(x ipt, p PortMap, ip netip.Prefix) error {
 	// these commands need only the chain list. The shared chains' own rules are made in the
 	// same transaction as the chains, so their presence vouches for them. (2) Everything is in
 	// place already (a repeated ADD): a transaction of -C checks only.
-	fast := &tx{}
+	fast := &tx{gate: "-N " + r.chain} // only "the chain exists" is worth the -C check
 	fast.newChain(r.chain)
 	if r.snat {
 		fast.add("find chain "+chainSetMark, "-A "+r.chain+" -j "+chainSetMark)
