@@ -1,0 +1,513 @@
+package netfilter
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// The nftables backend talks to the kernel over one NETLINK_NETFILTER socket: rule dumps to
+// read state, and one batch (NFNL_MSG_BATCH_BEGIN ... END) per verb to write it, which the
+// kernel applies as one transaction: all of it or nothing. Rule expressions are encoded with
+// github.com/google/nftables/expr; the messages around them are built here, because
+// google/nftables v0.3.0 cannot carry table and chain comments (NFTA_TABLE_USERDATA,
+// NFTA_CHAIN_USERDATA), which the reference's layout has and `nft list ruleset` shows.
+// No program is run.
+
+// Attributes that golang.org/x/sys/unix does not name.
+const (
+	nftaTableUserdata = 6  // NFTA_TABLE_USERDATA
+	nftaChainUserdata = 12 // NFTA_CHAIN_USERDATA
+	udataComment      = 0  // NFTNL_UDATA_{TABLE,CHAIN,RULE}_COMMENT
+	maxCommentLen     = 128
+)
+
+// nftOps counts the netlink batches and dumps of this process (tests and benchmarks).
+var nftOps atomic.Int64
+
+// NFTOps returns how many nftables netlink requests (dumps and batches) the engine has made.
+func NFTOps() int64 { return nftOps.Load() }
+
+// nftConn is one netlink socket in the network namespace of the thread that opened it.
+type nftConn struct {
+	fd  int
+	seq uint32
+	buf []byte
+}
+
+func nftOpen() (*nftConn, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_NETFILTER)
+	if err != nil {
+		return nil, fmt.Errorf("nftables netlink socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("nftables netlink socket: %w", err)
+	}
+	// Errors carry only the failed message's header, not the whole message back.
+	_ = unix.SetsockoptInt(fd, unix.SOL_NETLINK, unix.NETLINK_CAP_ACK, 1)
+	// A batch that deletes thousands of rules (GC) fits in one send.
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 8<<20) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 8<<20)
+	}
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 8<<20) != nil {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 8<<20)
+	}
+	// A bound on every wait for the kernel's answer; it answers within the send in practice.
+	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Sec: 10})
+	return &nftConn{fd: fd, seq: 1, buf: make([]byte, 256<<10)}, nil
+}
+
+func (c *nftConn) close() { unix.Close(c.fd) }
+
+// nlmsg is one netlink message of the nftables subsystem (or a batch delimiter, resID set).
+func nlmsg(typ, flags uint16, seq uint32, fam byte, resID uint16, attrs []byte) []byte {
+	n := unix.NLMSG_HDRLEN + 4 + len(attrs)
+	b := make([]byte, n, (n+3)&^3)
+	binary.NativeEndian.PutUint32(b[0:4], uint32(n))
+	binary.NativeEndian.PutUint16(b[4:6], typ)
+	binary.NativeEndian.PutUint16(b[6:8], flags)
+	binary.NativeEndian.PutUint32(b[8:12], seq)
+	b[16], b[17] = fam, unix.NFNETLINK_V0
+	binary.BigEndian.PutUint16(b[18:20], resID)
+	copy(b[20:], attrs)
+	return b[:cap(b)]
+}
+
+func msgType(m int) uint16 { return uint16(unix.NFNL_SUBSYS_NFTABLES<<8 | m) }
+
+// encode builds attributes; nftables numbers are big-endian.
+func encode(fn func(ae *netlink.AttributeEncoder)) []byte {
+	ae := netlink.NewAttributeEncoder()
+	ae.ByteOrder = binary.BigEndian
+	fn(ae)
+	b, err := ae.Encode()
+	if err != nil {
+		panic(fmt.Sprintf("nftables attributes: %v", err)) // only fixed, valid shapes are encoded
+	}
+	return b
+}
+
+func commentData(c string) []byte {
+	return userdata.AppendString(nil, udataComment, c)
+}
+
+// nftOp is one message of a batch and what it means, for error messages.
+type nftOp struct {
+	typ   uint16
+	flags uint16
+	fam   byte
+	attrs []byte
+	what  string
+}
+
+// nftBatch is one transaction.
+type nftBatch struct{ ops []nftOp }
+
+func (b *nftBatch) empty() bool { return b == nil || len(b.ops) == 0 }
+
+func (b *nftBatch) add(m int, flags uint16, fam byte, what string, attrs []byte) {
+	b.ops = append(b.ops, nftOp{typ: msgType(m), flags: flags, fam: fam, attrs: attrs, what: what})
+}
+
+// addTable makes the table unless it exists (nft's "add table": an existing one is kept as it is).
+func (b *nftBatch) addTable(fam byte, name, comment string) {
+	b.add(unix.NFT_MSG_NEWTABLE, unix.NLM_F_CREATE, fam, "add table "+famName(fam)+" "+name, encode(func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_TABLE_NAME, name)
+		ae.Uint32(unix.NFTA_TABLE_FLAGS, 0)
+		if comment != "" {
+			ae.Bytes(nftaTableUserdata, commentData(comment))
+		}
+	}))
+}
+
+// baseHook makes a chain a base chain: its type, hook and priority.
+type baseHook struct {
+	typ      string // "nat"
+	hook     uint32 // unix.NF_INET_*
+	priority int32
+}
+
+// nftChainSpec is one chain of a layout.
+type nftChainSpec struct {
+	name    string
+	base    *baseHook
+	comment string
+}
+
+func (b *nftBatch) addChain(fam byte, table string, ch nftChainSpec) {
+	b.add(unix.NFT_MSG_NEWCHAIN, unix.NLM_F_CREATE, fam, "add chain "+famName(fam)+" "+table+" "+ch.name, encode(func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_CHAIN_TABLE, table)
+		ae.String(unix.NFTA_CHAIN_NAME, ch.name)
+		if ch.base != nil {
+			ae.Nested(unix.NFTA_CHAIN_HOOK, func(nae *netlink.AttributeEncoder) error {
+				nae.Uint32(unix.NFTA_HOOK_HOOKNUM, ch.base.hook)
+				nae.Uint32(unix.NFTA_HOOK_PRIORITY, uint32(ch.base.priority))
+				return nil
+			})
+			ae.String(unix.NFTA_CHAIN_TYPE, ch.base.typ)
+		}
+		if ch.comment != "" {
+			ae.Bytes(nftaChainUserdata, commentData(ch.comment))
+		}
+	}))
+}
+
+func (b *nftBatch) flushChain(fam byte, table, chain string) {
+	b.add(unix.NFT_MSG_DELRULE, 0, fam, "flush chain "+famName(fam)+" "+table+" "+chain, encode(func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_RULE_TABLE, table)
+		ae.String(unix.NFTA_RULE_CHAIN, chain)
+	}))
+}
+
+// addRule appends r to its chain.
+func (b *nftBatch) addRule(fam byte, table string, r nftRule) {
+	b.add(unix.NFT_MSG_NEWRULE, unix.NLM_F_CREATE|unix.NLM_F_APPEND, fam, "add rule "+r.describe(fam, table), encode(func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_RULE_TABLE, table)
+		ae.String(unix.NFTA_RULE_CHAIN, r.chain)
+		ae.Bytes(unix.NLA_F_NESTED|unix.NFTA_RULE_EXPRESSIONS, marshalExprs(fam, r.exprs))
+		if r.comment != "" {
+			ae.Bytes(unix.NFTA_RULE_USERDATA, commentData(r.comment))
+		}
+	}))
+}
+
+func (b *nftBatch) delRule(fam byte, table string, r nftGotRule) {
+	what := fmt.Sprintf("delete rule %s %s %s handle %d", famName(fam), table, r.chain, r.handle)
+	b.add(unix.NFT_MSG_DELRULE, 0, fam, what, encode(func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_RULE_TABLE, table)
+		ae.String(unix.NFTA_RULE_CHAIN, r.chain)
+		ae.Uint64(unix.NFTA_RULE_HANDLE, r.handle)
+	}))
+}
+
+func marshalExprs(fam byte, exprs []expr.Any) []byte {
+	ae := netlink.NewAttributeEncoder()
+	for _, e := range exprs {
+		b, err := expr.Marshal(fam, e)
+		if err != nil {
+			panic(fmt.Sprintf("nftables expression %T: %v", e, err)) // only fixed, valid shapes are encoded
+		}
+		ae.Bytes(unix.NLA_F_NESTED|unix.NFTA_LIST_ELEM, b)
+	}
+	b, err := ae.Encode()
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// nftError is a batch the kernel refused: the message that failed and why.
+type nftError struct {
+	what  string
+	errno unix.Errno
+}
+
+func (e *nftError) Error() string {
+	if e.what == "" {
+		return fmt.Sprintf("nftables transaction: %v", e.errno)
+	}
+	return fmt.Sprintf("nftables: %s: %v", e.what, e.errno)
+}
+
+func (e *nftError) Unwrap() error { return e.errno }
+
+// commit sends b as one transaction and waits for the kernel's verdict on every message.
+func (c *nftConn) commit(b *nftBatch) error {
+	if b.empty() {
+		return nil
+	}
+	nftOps.Add(1)
+	first := c.seq
+	var out []byte
+	out = append(out, nlmsg(unix.NFNL_MSG_BATCH_BEGIN, unix.NLM_F_REQUEST, first, unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES, nil)...)
+	for i, op := range b.ops {
+		out = append(out, nlmsg(op.typ, unix.NLM_F_REQUEST|unix.NLM_F_ACK|op.flags, first+1+uint32(i), op.fam, 0, op.attrs)...)
+	}
+	end := first + 1 + uint32(len(b.ops))
+	out = append(out, nlmsg(unix.NFNL_MSG_BATCH_END, unix.NLM_F_REQUEST, end, unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES, nil)...)
+	c.seq = end + 1
+	if err := unix.Sendto(c.fd, out, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return fmt.Errorf("nftables transaction: send: %w", err)
+	}
+	// Every message asked for an answer; the kernel has queued them all once the send returns
+	// (a refused batch header gets one answer, to the BEGIN message).
+	answered := 0
+	var firstErr *nftError
+	for answered < len(b.ops) {
+		msgs, err := c.recv()
+		if err != nil {
+			return fmt.Errorf("nftables transaction: %w", err)
+		}
+		for _, m := range msgs {
+			if m.Header.Type != unix.NLMSG_ERROR || m.Header.Seq < first || m.Header.Seq > end {
+				continue
+			}
+			errno := unix.Errno(0)
+			if len(m.Data) >= 4 {
+				errno = unix.Errno(-int32(binary.NativeEndian.Uint32(m.Data[:4])))
+			}
+			if m.Header.Seq == first || m.Header.Seq == end {
+				if errno != 0 {
+					return &nftError{errno: errno}
+				}
+				continue
+			}
+			answered++
+			if errno != 0 && firstErr == nil {
+				firstErr = &nftError{what: b.ops[m.Header.Seq-first-1].what, errno: errno}
+			}
+		}
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	return nil
+}
+
+func (c *nftConn) recv() ([]syscall.NetlinkMessage, error) {
+	for {
+		n, _, err := unix.Recvfrom(c.fd, c.buf, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return syscall.ParseNetlinkMessage(c.buf[:n])
+	}
+}
+
+// nftGotRule is a rule read from the kernel: where it is, its handle, comment and expressions
+// (as the kernel encodes them, NFTA_RULE_EXPRESSIONS).
+type nftGotRule struct {
+	fam     byte
+	table   string
+	chain   string
+	handle  uint64
+	comment string
+	exprs   []byte
+}
+
+var errDumpInterrupted = errors.New("nftables dump interrupted by a concurrent change")
+
+// rules dumps the rules of table (of every family when fam is NFPROTO_UNSPEC), of one chain
+// when chain is set. A missing table or chain gives no rules and ok false.
+func (c *nftConn) rules(fam byte, table, chain string) (rs []nftGotRule, ok bool, err error) {
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		rs, ok, err = c.dumpRules(fam, table, chain)
+		if !errors.Is(err, errDumpInterrupted) {
+			return rs, ok, err
+		}
+	}
+	return rs, ok, err
+}
+
+func (c *nftConn) dumpRules(fam byte, table, chain string) ([]nftGotRule, bool, error) {
+	nftOps.Add(1)
+	attrs := encode(func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_RULE_TABLE, table)
+		if chain != "" {
+			ae.String(unix.NFTA_RULE_CHAIN, chain)
+		}
+	})
+	seq := c.seq
+	c.seq++
+	req := nlmsg(msgType(unix.NFT_MSG_GETRULE), unix.NLM_F_REQUEST|unix.NLM_F_DUMP, seq, fam, 0, attrs)
+	if err := unix.Sendto(c.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, false, fmt.Errorf("nftables: list rules of %s: %w", table, err)
+	}
+	var out []nftGotRule
+	intr := false
+	for {
+		msgs, err := c.recv()
+		if err != nil {
+			return nil, false, fmt.Errorf("nftables: list rules of %s: %w", table, err)
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != seq {
+				continue
+			}
+			if m.Header.Flags&unix.NLM_F_DUMP_INTR != 0 {
+				intr = true
+			}
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				if intr {
+					return nil, false, errDumpInterrupted
+				}
+				return out, true, nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if e := unix.Errno(-int32(binary.NativeEndian.Uint32(m.Data[:4]))); e != 0 {
+						if e == unix.ENOENT {
+							return nil, false, nil
+						}
+						return nil, false, fmt.Errorf("nftables: list rules of %s: %w", table, e)
+					}
+				}
+				return out, true, nil
+			}
+			if len(m.Data) < 4 {
+				continue
+			}
+			r, err := parseNFTRule(m.Data)
+			if err != nil {
+				return nil, false, fmt.Errorf("nftables: list rules of %s: %w", table, err)
+			}
+			out = append(out, r)
+		}
+	}
+}
+
+func parseNFTRule(data []byte) (nftGotRule, error) {
+	r := nftGotRule{fam: data[0]}
+	ad, err := netlink.NewAttributeDecoder(data[4:])
+	if err != nil {
+		return r, err
+	}
+	ad.ByteOrder = binary.BigEndian
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_RULE_TABLE:
+			r.table = ad.String()
+		case unix.NFTA_RULE_CHAIN:
+			r.chain = ad.String()
+		case unix.NFTA_RULE_HANDLE:
+			r.handle = ad.Uint64()
+		case unix.NFTA_RULE_EXPRESSIONS:
+			r.exprs = ad.Bytes()
+		case unix.NFTA_RULE_USERDATA:
+			r.comment, _ = userdata.GetString(ad.Bytes(), udataComment)
+		}
+	}
+	return r, ad.Err()
+}
+
+// chainExists asks for one chain.
+func (c *nftConn) chainExists(fam byte, table, chain string) (bool, error) {
+	nftOps.Add(1)
+	attrs := encode(func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_CHAIN_TABLE, table)
+		ae.String(unix.NFTA_CHAIN_NAME, chain)
+	})
+	seq := c.seq
+	c.seq++
+	req := nlmsg(msgType(unix.NFT_MSG_GETCHAIN), unix.NLM_F_REQUEST|unix.NLM_F_ACK, seq, fam, 0, attrs)
+	if err := unix.Sendto(c.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return false, err
+	}
+	found := false
+	for {
+		msgs, err := c.recv()
+		if err != nil {
+			return false, err
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != seq {
+				continue
+			}
+			if m.Header.Type != unix.NLMSG_ERROR {
+				found = true
+				continue
+			}
+			if len(m.Data) >= 4 {
+				if e := unix.Errno(-int32(binary.NativeEndian.Uint32(m.Data[:4]))); e != 0 {
+					if e == unix.ENOENT {
+						return false, nil
+					}
+					return false, fmt.Errorf("nftables: get chain %s %s %s: %w", famName(fam), table, chain, e)
+				}
+			}
+			return found, nil
+		}
+	}
+}
+
+// nftUsable tells whether the kernel answers nftables requests in this network namespace.
+func nftUsable() bool {
+	c, err := nftOpen()
+	if err != nil {
+		return false
+	}
+	defer c.close()
+	_, _, err = c.rules(unix.NFPROTO_INET, "cni_suite_probe", "")
+	return err == nil
+}
+
+func famName(fam byte) string {
+	switch fam {
+	case unix.NFPROTO_IPV4:
+		return "ip"
+	case unix.NFPROTO_IPV6:
+		return "ip6"
+	case unix.NFPROTO_INET:
+		return "inet"
+	}
+	return fmt.Sprintf("family-%d", fam)
+}
+
+// quoteComment renders a comment as nft prints it.
+func quoteComment(c string) string { return `"` + strings.ReplaceAll(c, `"`, `\"`) + `"` }
+
+// chainNames lists the chains of table in family fam (one dump of the family's chains).
+// A missing table has none.
+func (c *nftConn) chainNames(fam byte, table string) ([]string, error) {
+	nftOps.Add(1)
+	seq := c.seq
+	c.seq++
+	req := nlmsg(msgType(unix.NFT_MSG_GETCHAIN), unix.NLM_F_REQUEST|unix.NLM_F_DUMP, seq, fam, 0, nil)
+	if err := unix.Sendto(c.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, err
+	}
+	var out []string
+	for {
+		msgs, err := c.recv()
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != seq {
+				continue
+			}
+			switch m.Header.Type {
+			case unix.NLMSG_DONE:
+				return out, nil
+			case unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if e := unix.Errno(-int32(binary.NativeEndian.Uint32(m.Data[:4]))); e != 0 && e != unix.ENOENT {
+						return nil, e
+					}
+				}
+				return out, nil
+			}
+			if len(m.Data) < 4 {
+				continue
+			}
+			ad, err := netlink.NewAttributeDecoder(m.Data[4:])
+			if err != nil {
+				return nil, err
+			}
+			var t, name string
+			for ad.Next() {
+				switch ad.Type() {
+				case unix.NFTA_CHAIN_TABLE:
+					t = ad.String()
+				case unix.NFTA_CHAIN_NAME:
+					name = ad.String()
+				}
+			}
+			if t == table {
+				out = append(out, name)
+			}
+		}
+	}
+}
