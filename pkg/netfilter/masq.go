@@ -132,6 +132,9 @@ func TeardownMasq(m Masq) error {
 	fs := byFamily(m.IPs)
 	var errs []error
 	for _, f := range families(m.IPs) {
+		if !iptablesInstalled(f) {
+			continue // no program to have made rules with, nor to remove them
+		}
 		if err := teardownMasqIPT(ipt{f}, m, fs[f]); err != nil {
 			errs = append(errs, fmt.Errorf("tear down masquerade for %s (%s): %w", m.ContainerID, f, err))
 		}

@@ -66,3 +66,10 @@ func isMasqChain(name string) bool {
 }
 
 func isDNATChain(name string) bool { return name == chainDNAT }
+
+// iptablesInstalled tells whether the family's iptables-restore is on PATH. A DEL on a node
+// without it skips the iptables backend, as the reference's does.
+func iptablesInstalled(f Family) bool {
+	_, err := exec.LookPath(ipt{f}.prog("-restore"))
+	return err == nil
+}

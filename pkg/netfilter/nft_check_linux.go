@@ -13,12 +13,16 @@ import (
 // check reports, by name, every table, chain and rule of want that table does not hold: the
 // table once, a missing chain once (not its rules), each missing rule with its nft text.
 func (c *nftConn) check(fam byte, table string, chains []nftChainSpec, want []nftRule) error {
-	got, ok, err := c.rules(fam, table, "")
+	ok, err := c.tableExists(fam, table)
 	if err != nil {
 		return err
 	}
 	if !ok {
 		return fmt.Errorf("nftables: table %s %s not found", famName(fam), table)
+	}
+	got, err := c.rules(fam, table, "")
+	if err != nil {
+		return err
 	}
 	byChain := map[string][]nftGotRule{}
 	for _, g := range got {

@@ -299,16 +299,24 @@ type nftGotRule struct {
 
 var errDumpInterrupted = errors.New("nftables dump interrupted by a concurrent change")
 
-// rules dumps the rules of table (of every family when fam is NFPROTO_UNSPEC), of one chain
-// when chain is set. A missing table or chain gives no rules and ok false.
-func (c *nftConn) rules(fam byte, table, chain string) (rs []nftGotRule, ok bool, err error) {
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		rs, ok, err = c.dumpRules(fam, table, chain)
-		if !errors.Is(err, errDumpInterrupted) {
-			return rs, ok, err
+// rules dumps the rules of table (of the ip and ip6 families when fam is NFPROTO_UNSPEC: the
+// kernel stops a dump filtered by table name after the first table of that name), of one
+// chain when chain is set. A missing table or chain has no rules.
+func (c *nftConn) rules(fam byte, table, chain string) ([]nftGotRule, error) {
+	if fam == unix.NFPROTO_UNSPEC {
+		v4, err := c.rules(famIP, table, chain)
+		if err != nil {
+			return nil, err
+		}
+		v6, err := c.rules(famIP6, table, chain)
+		return append(v4, v6...), err
+	}
+	for attempt := 0; ; attempt++ {
+		rs, _, err := c.dumpRules(fam, table, chain)
+		if !errors.Is(err, errDumpInterrupted) || attempt+1 == maxAttempts {
+			return rs, err
 		}
 	}
-	return rs, ok, err
 }
 
 func (c *nftConn) dumpRules(fam byte, table, chain string) ([]nftGotRule, bool, error) {
@@ -394,14 +402,24 @@ func parseNFTRule(data []byte) (nftGotRule, error) {
 
 // chainExists asks for one chain.
 func (c *nftConn) chainExists(fam byte, table, chain string) (bool, error) {
-	nftOps.Add(1)
-	attrs := encode(func(ae *netlink.AttributeEncoder) {
+	return c.exists(unix.NFT_MSG_GETCHAIN, fam, encode(func(ae *netlink.AttributeEncoder) {
 		ae.String(unix.NFTA_CHAIN_TABLE, table)
 		ae.String(unix.NFTA_CHAIN_NAME, chain)
-	})
+	}), fmt.Sprintf("chain %s %s %s", famName(fam), table, chain))
+}
+
+// tableExists asks for one table.
+func (c *nftConn) tableExists(fam byte, table string) (bool, error) {
+	return c.exists(unix.NFT_MSG_GETTABLE, fam, encode(func(ae *netlink.AttributeEncoder) {
+		ae.String(unix.NFTA_TABLE_NAME, table)
+	}), fmt.Sprintf("table %s %s", famName(fam), table))
+}
+
+func (c *nftConn) exists(msg int, fam byte, attrs []byte, what string) (bool, error) {
+	nftOps.Add(1)
 	seq := c.seq
 	c.seq++
-	req := nlmsg(msgType(unix.NFT_MSG_GETCHAIN), unix.NLM_F_REQUEST|unix.NLM_F_ACK, seq, fam, 0, attrs)
+	req := nlmsg(msgType(msg), unix.NLM_F_REQUEST|unix.NLM_F_ACK, seq, fam, 0, attrs)
 	if err := unix.Sendto(c.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return false, err
 	}
@@ -424,7 +442,7 @@ func (c *nftConn) chainExists(fam byte, table, chain string) (bool, error) {
 					if e == unix.ENOENT {
 						return false, nil
 					}
-					return false, fmt.Errorf("nftables: get chain %s %s %s: %w", famName(fam), table, chain, e)
+					return false, fmt.Errorf("nftables: get %s: %w", what, e)
 				}
 			}
 			return found, nil
@@ -439,7 +457,7 @@ func nftUsable() bool {
 		return false
 	}
 	defer c.close()
-	_, _, err = c.rules(unix.NFPROTO_INET, "cni_suite_probe", "")
+	_, err = c.tableExists(unix.NFPROTO_INET, "cni_suite_probe")
 	return err == nil
 }
 

@@ -105,7 +105,7 @@ func setupMasqNFT(m Masq) error {
 	defer c.close()
 	prefix := masqInstanceHash(m.Network, m.IfName, m.ContainerID)
 	for attempt := 0; ; attempt++ {
-		got, _, err := c.rules(famInet, masqTable, masqChecks)
+		got, err := c.rules(famInet, masqTable, masqChecks)
 		if err != nil {
 			return err
 		}
@@ -181,7 +181,7 @@ func nftDeleteRules(fam byte, table, chain string, gone func(nftGotRule) bool) e
 	}
 	defer c.close()
 	for attempt := 0; ; attempt++ {
-		got, _, err := c.rules(fam, table, chain)
+		got, err := c.rules(fam, table, chain)
 		if err != nil {
 			if nftUnavailable(err) {
 				return nil

@@ -35,16 +35,16 @@ import (
 // v1.10.0 does (ip saddr 0.0.0.0/0, no localhost rule); v1.9.1's nftables backend ignores it.
 
 const (
-	pmTable          = "cni_hostport"
-	pmTableComment   = "CNI portmap plugin"
-	pmHostPorts      = "hostports"
-	pmHostIPPorts    = "hostip_hostports"
-	pmHostPortsAll   = "hostports_all"
-	pmMasquerading   = "masquerading"
-	pmPrerouting     = "prerouting"
-	pmOutput         = "output"
-	natDstPriority   = -100
-	natSrcPriority   = 100
+	pmTable        = "cni_hostport"
+	pmTableComment = "CNI portmap plugin"
+	pmHostPorts    = "hostports"
+	pmHostIPPorts  = "hostip_hostports"
+	pmHostPortsAll = "hostports_all"
+	pmMasquerading = "masquerading"
+	pmPrerouting   = "prerouting"
+	pmOutput       = "output"
+	natDstPriority = -100
+	natSrcPriority = 100
 )
 
 // pmOwnChains hold container rules (commented with the container ID).
@@ -151,7 +151,7 @@ func setupPortMapNFT(p PortMap) error {
 	}
 	defer c.close()
 	for attempt := 0; ; attempt++ {
-		got, _, err := c.rules(unix.NFPROTO_UNSPEC, pmTable, "")
+		got, err := c.rules(unix.NFPROTO_UNSPEC, pmTable, "")
 		if err != nil {
 			return err
 		}

@@ -85,6 +85,9 @@ func TeardownPortMap(p PortMap) error {
 	}
 	var errs []error
 	for _, f := range families(p.IPs) {
+		if !iptablesInstalled(f) {
+			continue // no program to have made rules with, nor to remove them
+		}
 		if err := teardownPortMapIPT(ipt{f}, p); err != nil {
 			errs = append(errs, fmt.Errorf("tear down port mappings for %s (%s): %w", p.ContainerID, f, err))
 		}
