@@ -135,8 +135,6 @@ func viaRestore(t *testing.T) {
 		}
 	}
 	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
-	resetBackendCache()
-	t.Cleanup(resetBackendCache)
 	if iptablesOnNFT(IPv4) {
 		t.Fatal("wrapper scripts taken for iptables-nft")
 	}

@@ -7,7 +7,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 
 	"github.com/google/nftables"
@@ -22,31 +21,18 @@ import (
 // iptables-nft fetch. Nothing is written this way but deletions, so no iptables match or
 // target ever has to be encoded here.
 
-var (
-	nftOnce    sync.Once
-	nftBackend map[Family]bool
-)
-
 // iptablesOnNFT tells whether the family's iptables-restore is iptables-nft (it resolves to
 // xtables-nft-multi). A wrapper script or the legacy backend gives false: their rules may
-// live where netlink does not see them, so the iptables-restore path is used.
+// live where netlink does not see them, so the iptables-restore path is used. (A PATH lookup
+// and a readlink: cheaper than caching it right.)
 func iptablesOnNFT(f Family) bool {
-	nftOnce.Do(func() {
-		nftBackend = map[Family]bool{}
-		for _, fam := range []Family{IPv4, IPv6} {
-			p, err := exec.LookPath(ipt{fam}.prog("-restore"))
-			if err != nil {
-				continue
-			}
-			real, err := filepath.EvalSymlinks(p)
-			nftBackend[fam] = err == nil && strings.Contains(filepath.Base(real), "nft")
-		}
-	})
-	return nftBackend[f]
+	p, err := exec.LookPath(ipt{f}.prog("-restore"))
+	if err != nil {
+		return false
+	}
+	real, err := filepath.EvalSymlinks(p)
+	return err == nil && strings.Contains(filepath.Base(real), "nft")
 }
-
-// resetBackendCache forgets iptablesOnNFT's answers (tests change PATH).
-func resetBackendCache() { nftOnce = sync.Once{} }
 
 // jumpingRules returns the handles of the rules of chain that jump (or go) to target. It reads
 // one netlink dump of that chain and decodes only each rule's handle and whether its
