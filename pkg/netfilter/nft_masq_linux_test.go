@@ -97,4 +97,3 @@ func TestNFTMasqBudget(t *testing.T) {
 		t.Fatalf("after DEL, want only the other container's rules:\n%s", s)
 	}
 }
-
