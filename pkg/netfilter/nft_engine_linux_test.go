@@ -43,6 +43,7 @@ func TestNFTConditions(t *testing.T) {
 		{IPv4, []string{`iifname "eth0`}, "", "unterminated quote"},
 		{IPv4, []string{"iifname averyveryverylongname"}, "", "not an interface name"},
 		{IPv4, []string{"iifname a*b"}, "", "not an interface name"},
+		{IPv4, []string{`iifname "*"`}, "", "not an interface name"},
 	} {
 		t.Run(strings.Join(tc.conds, " "), func(t *testing.T) {
 			b := newRule(nftFam(tc.f))

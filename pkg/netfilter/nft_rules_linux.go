@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net/netip"
-	"strconv"
 	"strings"
 
 	"github.com/google/nftables/expr"
@@ -170,7 +169,7 @@ func (b *ruleBuilder) ifname(key string, neg bool, name string) *ruleBuilder {
 	if prefix, ok := strings.CutSuffix(name, "*"); ok {
 		data = []byte(prefix)
 	}
-	return b.add(key+" "+negText(neg)+strconv.Quote(name),
+	return b.add(key+" "+negText(neg)+`"`+name+`"`,
 		&expr.Meta{Key: mk, Register: 1},
 		&expr.Cmp{Op: cmpOp(neg), Register: 1, Data: data})
 }
@@ -224,7 +223,7 @@ func (b *ruleBuilder) conditions(f Family, conds []string) error {
 			if err != nil {
 				return err
 			}
-			if v == "" || len(strings.TrimSuffix(v, "*")) >= unix.IFNAMSIZ || strings.Contains(strings.TrimSuffix(v, "*"), "*") {
+			if !validIfNamePattern(v) {
 				return fmt.Errorf("%s %q: not an interface name", w, v)
 			}
 			b.ifname(w, neg, v)
@@ -234,6 +233,21 @@ func (b *ruleBuilder) conditions(f Family, conds []string) error {
 		}
 	}
 	return nil
+}
+
+// validIfNamePattern: an interface name the kernel allows (printable, no blank, '/' or ':'),
+// shorter than IFNAMSIZ, optionally ending in '*'.
+func validIfNamePattern(v string) bool {
+	name := strings.TrimSuffix(v, "*")
+	if name == "" || len(name) >= unix.IFNAMSIZ {
+		return false
+	}
+	for _, c := range name {
+		if c <= ' ' || c >= 0x7f || strings.ContainsRune(`/:*"\`, c) {
+			return false
+		}
+	}
+	return true
 }
 
 func parseAddrOrPrefix(s string) (netip.Prefix, error) {
