@@ -132,8 +132,8 @@ func TeardownMasq(m Masq) error {
 	fs := byFamily(m.IPs)
 	var errs []error
 	for _, f := range families(m.IPs) {
-		if !iptablesInstalled(f) {
-			continue // no program to have made rules with, nor to remove them
+		if !iptablesInstalled(f) || iptablesChainGone(f, MasqChain(m.Network, m.ContainerID)) {
+			continue // no program to have made rules with, or no rule (one netlink lookup)
 		}
 		if err := teardownMasqIPT(ipt{f}, m, fs[f]); err != nil {
 			errs = append(errs, fmt.Errorf("tear down masquerade for %s (%s): %w", m.ContainerID, f, err))

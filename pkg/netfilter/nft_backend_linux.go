@@ -35,12 +35,12 @@ func iptablesMayHold(f Family, want func(chain string) bool) bool {
 	if !iptablesOnNFT(f) {
 		return true
 	}
-	c, err := nftOpen()
+	c, err := nftGet()
 	if err != nil {
 		return true
 	}
-	defer c.close()
 	names, err := c.chainNames(nftFam(f), "nat")
+	nftPut(c, err != nil)
 	if err != nil {
 		return true
 	}
@@ -72,4 +72,20 @@ func isDNATChain(name string) bool { return name == chainDNAT }
 func iptablesInstalled(f Family) bool {
 	_, err := exec.LookPath(ipt{f}.prog("-restore"))
 	return err == nil
+}
+
+// iptablesChainGone tells, with iptables-nft, that the family's nat table has no chain of
+// that name (so nothing jumps to it either, and a teardown has nothing to do), over the
+// engine's pooled netlink socket. False when it cannot tell.
+func iptablesChainGone(f Family, chain string) bool {
+	if !iptablesOnNFT(f) {
+		return false
+	}
+	c, err := nftGet()
+	if err != nil {
+		return false
+	}
+	exists, err := c.chainExists(nftFam(f), "nat", chain)
+	nftPut(c, err != nil)
+	return err == nil && !exists
 }

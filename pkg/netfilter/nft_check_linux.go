@@ -20,7 +20,7 @@ func (c *nftConn) check(fam byte, table string, chains []nftChainSpec, want []nf
 	if !ok {
 		return fmt.Errorf("nftables: table %s %s not found", famName(fam), table)
 	}
-	got, err := c.rules(fam, table, "")
+	got, err := c.rulesOf(fam, table, "", true)
 	if err != nil {
 		return err
 	}

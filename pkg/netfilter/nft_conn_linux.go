@@ -1,10 +1,12 @@
 package netfilter
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -38,9 +40,10 @@ func NFTOps() int64 { return nftOps.Load() }
 
 // nftConn is one netlink socket in the network namespace of the thread that opened it.
 type nftConn struct {
-	fd  int
-	seq uint32
-	buf []byte
+	fd    int
+	seq   uint32
+	buf   []byte
+	netns uint64
 }
 
 func nftOpen() (*nftConn, error) {
@@ -303,23 +306,28 @@ var errDumpInterrupted = errors.New("nftables dump interrupted by a concurrent c
 // kernel stops a dump filtered by table name after the first table of that name), of one
 // chain when chain is set. A missing table or chain has no rules.
 func (c *nftConn) rules(fam byte, table, chain string) ([]nftGotRule, error) {
+	return c.rulesOf(fam, table, chain, false)
+}
+
+// rulesOf is rules, with each rule's expressions when exprs is set.
+func (c *nftConn) rulesOf(fam byte, table, chain string, exprs bool) ([]nftGotRule, error) {
 	if fam == unix.NFPROTO_UNSPEC {
-		v4, err := c.rules(famIP, table, chain)
+		v4, err := c.rulesOf(famIP, table, chain, exprs)
 		if err != nil {
 			return nil, err
 		}
-		v6, err := c.rules(famIP6, table, chain)
+		v6, err := c.rulesOf(famIP6, table, chain, exprs)
 		return append(v4, v6...), err
 	}
 	for attempt := 0; ; attempt++ {
-		rs, _, err := c.dumpRules(fam, table, chain)
+		rs, _, err := c.dumpRules(fam, table, chain, exprs)
 		if !errors.Is(err, errDumpInterrupted) || attempt+1 == maxAttempts {
 			return rs, err
 		}
 	}
 }
 
-func (c *nftConn) dumpRules(fam byte, table, chain string) ([]nftGotRule, bool, error) {
+func (c *nftConn) dumpRules(fam byte, table, chain string, exprs bool) ([]nftGotRule, bool, error) {
 	nftOps.Add(1)
 	attrs := encode(func(ae *netlink.AttributeEncoder) {
 		ae.String(unix.NFTA_RULE_TABLE, table)
@@ -371,33 +379,53 @@ func (c *nftConn) dumpRules(fam byte, table, chain string) ([]nftGotRule, bool, 
 			if err != nil {
 				return nil, false, fmt.Errorf("nftables: list rules of %s: %w", table, err)
 			}
+			if exprs {
+				r.exprs = bytes.Clone(r.exprs)
+			} else {
+				r.exprs = nil
+			}
 			out = append(out, r)
 		}
 	}
 }
 
 func parseNFTRule(data []byte) (nftGotRule, error) {
+	// Attributes are walked in place (a dump of thousands of rules is parsed per verb); only
+	// what is kept is copied.
 	r := nftGotRule{fam: data[0]}
-	ad, err := netlink.NewAttributeDecoder(data[4:])
-	if err != nil {
-		return r, err
-	}
-	ad.ByteOrder = binary.BigEndian
-	for ad.Next() {
-		switch ad.Type() {
-		case unix.NFTA_RULE_TABLE:
-			r.table = ad.String()
-		case unix.NFTA_RULE_CHAIN:
-			r.chain = ad.String()
-		case unix.NFTA_RULE_HANDLE:
-			r.handle = ad.Uint64()
-		case unix.NFTA_RULE_EXPRESSIONS:
-			r.exprs = ad.Bytes()
-		case unix.NFTA_RULE_USERDATA:
-			r.comment, _ = userdata.GetString(ad.Bytes(), udataComment)
+	b := data[4:]
+	for len(b) >= 4 {
+		l := int(binary.NativeEndian.Uint16(b[0:2]))
+		if l < 4 || l > len(b) {
+			return r, fmt.Errorf("malformed rule attribute")
 		}
+		v := b[4:l]
+		switch binary.NativeEndian.Uint16(b[2:4]) & nlaTypeMask {
+		case unix.NFTA_RULE_TABLE:
+			r.table = cstring(v)
+		case unix.NFTA_RULE_CHAIN:
+			r.chain = cstring(v)
+		case unix.NFTA_RULE_HANDLE:
+			if len(v) == 8 {
+				r.handle = binary.BigEndian.Uint64(v)
+			}
+		case unix.NFTA_RULE_EXPRESSIONS:
+			r.exprs = v // valid until the next read on the socket
+		case unix.NFTA_RULE_USERDATA:
+			if c, ok := userdata.GetString(v, udataComment); ok {
+				r.comment = c
+			}
+		}
+		b = b[(l+3)&^3:]
 	}
-	return r, ad.Err()
+	return r, nil
+}
+
+func cstring(b []byte) string {
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	return string(b)
 }
 
 // chainExists asks for one chain.
@@ -452,12 +480,12 @@ func (c *nftConn) exists(msg int, fam byte, attrs []byte, what string) (bool, er
 
 // nftUsable tells whether the kernel answers nftables requests in this network namespace.
 func nftUsable() bool {
-	c, err := nftOpen()
+	c, err := nftGet()
 	if err != nil {
 		return false
 	}
-	defer c.close()
 	_, err = c.tableExists(unix.NFPROTO_INET, "cni_suite_probe")
+	nftPut(c, err != nil)
 	return err == nil
 }
 
@@ -527,5 +555,64 @@ func (c *nftConn) chainNames(fam byte, table string) ([]string, error) {
 				out = append(out, name)
 			}
 		}
+	}
+}
+
+// Sockets are kept for reuse rather than closed: the kernel makes the release of a
+// NETLINK_NETFILTER socket wait until the transactions of every recent commit on the machine
+// are freed, an RCU grace period after the commit (nf_tables' NETLINK_URELEASE handler
+// flushes its destroy work), which costs milliseconds, tens under load, per close. A plugin
+// process so pays it once, at exit. A socket belongs to the network namespace it was opened
+// in; the pool holds the sockets of one namespace (the node's, in a plugin).
+var nftPool struct {
+	sync.Mutex
+	netns uint64
+	free  []*nftConn
+}
+
+// netnsID identifies the calling thread's network namespace.
+func netnsID() uint64 {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// nftGet returns a socket of the calling thread's network namespace, reused when one is free.
+func nftGet() (*nftConn, error) {
+	ns := netnsID()
+	nftPool.Lock()
+	if ns != 0 && nftPool.netns == ns && len(nftPool.free) > 0 {
+		c := nftPool.free[len(nftPool.free)-1]
+		nftPool.free = nftPool.free[:len(nftPool.free)-1]
+		nftPool.Unlock()
+		return c, nil
+	}
+	nftPool.Unlock()
+	c, err := nftOpen()
+	if err != nil {
+		return nil, err
+	}
+	c.netns = ns
+	return c, nil
+}
+
+// nftPut gives c back after a verb; broken (a verb that failed half way may leave answers
+// unread) closes it.
+func nftPut(c *nftConn, broken bool) {
+	nftPool.Lock()
+	var drop []*nftConn
+	if c.netns != 0 && c.netns != nftPool.netns && !broken {
+		drop, nftPool.free, nftPool.netns = nftPool.free, nil, c.netns
+	}
+	if broken || c.netns == 0 || len(nftPool.free) >= 4 {
+		drop = append(drop, c)
+	} else {
+		nftPool.free = append(nftPool.free, c)
+	}
+	nftPool.Unlock()
+	for _, d := range drop {
+		d.close()
 	}
 }

@@ -72,7 +72,8 @@ func TestNFTConditionsMatchNft(t *testing.T) {
 		IPv4: `ip saddr 10.1.2.3 ip daddr != 10.16.0.0/12 iifname "eth0" oifname != "lo*" ip saddr 0.0.0.0/0`,
 		IPv6: `ip6 saddr fd00::/8 ip6 daddr != fd00:1:2::/60 iifname "veth*"`,
 	}
-	for f, c := range conds {
+	for _, f := range []Family{IPv4, IPv6} {
+		c := conds[f]
 		fam := map[Family]string{IPv4: "ip", IPv6: "ip6"}[f]
 		node.MustExec(t, "nft", "add table "+fam+" cni_hostport; add chain "+fam+" cni_hostport hostports_all; add chain "+fam+" cni_hostport prerouting; add rule "+fam+" cni_hostport prerouting "+c+" fib daddr type local jump hostports_all")
 	}
@@ -116,8 +117,9 @@ func TestNFTPortMapBudget(t *testing.T) {
 		{"add-again", func() error { return SetupPortMap(p) }, 3},
 		// Per family: the table, a dump, the empty chain hostip_hostports.
 		{"check", func() error { return CheckPortMap(p) }, 6},
-		{"del", func() error { return TeardownPortMap(p) }, 3},
-		{"del-again", func() error { return TeardownPortMap(p) }, 2},
+		// Per family the iptables-nft chain (absent: no iptables teardown), a dump; one batch.
+		{"del", func() error { return TeardownPortMap(p) }, 5},
+		{"del-again", func() error { return TeardownPortMap(p) }, 4},
 		// Per family: the iptables-nft chain names (no CNI-HOSTPORT-DNAT: no iptables-save), a dump.
 		{"gc", func() error { return GCPortMap("", "pmnet", []Attachment{{ContainerID: "other"}}) }, 4},
 	} {

@@ -97,12 +97,12 @@ func masqIPRules(m Masq) []nftRule {
 }
 
 // setupMasqNFT replaces m's rules, and makes the table and rewrites postrouting, in one batch.
-func setupMasqNFT(m Masq) error {
-	c, err := nftOpen()
+func setupMasqNFT(m Masq) (err error) {
+	c, err := nftGet()
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer func() { nftPut(c, err != nil) }()
 	prefix := masqInstanceHash(m.Network, m.IfName, m.ContainerID)
 	for attempt := 0; ; attempt++ {
 		got, err := c.rules(famInet, masqTable, masqChecks)
@@ -158,12 +158,12 @@ func gcMasqNFT(network string, keep []Attachment) error {
 }
 
 // checkMasqNFT reports every missing table, chain or rule of m by name.
-func checkMasqNFT(m Masq) error {
-	c, err := nftOpen()
+func checkMasqNFT(m Masq) (err error) {
+	c, err := nftGet()
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer func() { nftPut(c, err != nil) }()
 	want := append(masqPostRules(), masqIPRules(m)...)
 	return c.check(famInet, masqTable, masqChains, want)
 }
@@ -171,15 +171,15 @@ func checkMasqNFT(m Masq) error {
 // nftDeleteRules removes, in one batch, the rules of table (of one chain, or every chain when
 // chain is ""; fam may be NFPROTO_UNSPEC for every family) that gone selects. A table that
 // does not exist, or a kernel without nftables, holds nothing to remove.
-func nftDeleteRules(fam byte, table, chain string, gone func(nftGotRule) bool) error {
-	c, err := nftOpen()
+func nftDeleteRules(fam byte, table, chain string, gone func(nftGotRule) bool) (err error) {
+	c, err := nftGet()
 	if err != nil {
 		if nftUnavailable(err) {
 			return nil
 		}
 		return err
 	}
-	defer c.close()
+	defer func() { nftPut(c, err != nil) }()
 	for attempt := 0; ; attempt++ {
 		got, err := c.rules(fam, table, chain)
 		if err != nil {

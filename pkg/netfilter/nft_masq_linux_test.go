@@ -63,8 +63,8 @@ func TestNFTMasqMatchesReference(t *testing.T) {
 }
 
 // TestNFTMasqBudget: with the nftables backend no program runs; ADD is one dump and one batch,
-// CHECK reads, DEL is one dump and one batch (plus the iptables-nft lookups, not counted
-// here), a repeated DEL writes nothing.
+// CHECK reads, DEL is one dump and one batch (plus a lookup of the iptables-nft chain per
+// family), a repeated DEL writes nothing.
 func TestNFTMasqBudget(t *testing.T) {
 	node := testenv.NewNode(t)
 	m := nftDual("ctr-budget")
@@ -77,8 +77,9 @@ func TestNFTMasqBudget(t *testing.T) {
 		{"add", func() error { return SetupMasq(m) }, 2},
 		{"add-again", func() error { return SetupMasq(m) }, 2},
 		{"check", func() error { return CheckMasq(m) }, 2}, // the table, a dump
-		{"del", func() error { return TeardownMasq(m) }, 2},
-		{"del-again", func() error { return TeardownMasq(m) }, 1},
+		// Per family the iptables-nft chain (absent: no iptables teardown); a dump, a batch.
+		{"del", func() error { return TeardownMasq(m) }, 4},
+		{"del-again", func() error { return TeardownMasq(m) }, 3},
 	} {
 		before := ruleset(t, node)
 		progs, nl, err := nftOn(t, node, step.fn)

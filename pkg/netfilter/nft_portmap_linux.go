@@ -137,7 +137,7 @@ func renderAllNFT(p PortMap) ([]pmNFT, error) {
 
 // setupPortMapNFT programs p for every family in one batch: the tables and shared chains as
 // the reference makes them, the container's old rules out, its new rules in.
-func setupPortMapNFT(p PortMap) error {
+func setupPortMapNFT(p PortMap) (err error) {
 	if err := nftComment(p.ContainerID); err != nil {
 		return err
 	}
@@ -145,11 +145,11 @@ func setupPortMapNFT(p PortMap) error {
 	if err != nil {
 		return err
 	}
-	c, err := nftOpen()
+	c, err := nftGet()
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer func() { nftPut(c, err != nil) }()
 	for attempt := 0; ; attempt++ {
 		got, err := c.rules(unix.NFPROTO_UNSPEC, pmTable, "")
 		if err != nil {
@@ -210,16 +210,16 @@ func gcPortMapNFT(keep map[string]bool) error {
 }
 
 // checkPortMapNFT reports every missing table, chain or rule of p by name.
-func checkPortMapNFT(p PortMap) error {
+func checkPortMapNFT(p PortMap) (err error) {
 	rs, err := renderAllNFT(p)
 	if err != nil {
 		return err
 	}
-	c, err := nftOpen()
+	c, err := nftGet()
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer func() { nftPut(c, err != nil) }()
 	var errs []error
 	for _, r := range rs {
 		if err := c.check(r.fam, pmTable, r.chains, append(append([]nftRule{}, r.shared...), r.own...)); err != nil {

@@ -85,8 +85,8 @@ func TeardownPortMap(p PortMap) error {
 	}
 	var errs []error
 	for _, f := range families(p.IPs) {
-		if !iptablesInstalled(f) {
-			continue // no program to have made rules with, nor to remove them
+		if !iptablesInstalled(f) || iptablesChainGone(f, DNATChain(p.Network, p.ContainerID)) {
+			continue // no program to have made rules with, or no rule (one netlink lookup)
 		}
 		if err := teardownPortMapIPT(ipt{f}, p); err != nil {
 			errs = append(errs, fmt.Errorf("tear down port mappings for %s (%s): %w", p.ContainerID, f, err))
