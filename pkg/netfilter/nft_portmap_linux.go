@@ -151,9 +151,13 @@ func setupPortMapNFT(p PortMap) (err error) {
 	}
 	defer func() { nftPut(c, err != nil) }()
 	for attempt := 0; ; attempt++ {
-		got, err := c.rules(unix.NFPROTO_UNSPEC, pmTable, "")
-		if err != nil {
-			return err
+		var got []nftGotRule
+		for _, r := range rs {
+			g, err := c.rules(r.fam, pmTable, "")
+			if err != nil {
+				return err
+			}
+			got = append(got, g...)
 		}
 		b := &nftBatch{}
 		stale := 0
