@@ -246,7 +246,16 @@ func (c *nftConn) commit(b *nftBatch) error {
 	answered := 0
 	var firstErr *nftError
 	for answered < len(b.ops) {
-		msgs, err := c.recv()
+		// The kernel answers within the send; after an error it may skip the answers of
+		// messages it did not process, so what is queued is all there is.
+		flags := 0
+		if firstErr != nil {
+			flags = unix.MSG_DONTWAIT
+		}
+		msgs, err := c.recvFlags(flags)
+		if firstErr != nil && (err == unix.EAGAIN || err == unix.EWOULDBLOCK) {
+			break
+		}
 		if err != nil {
 			return fmt.Errorf("nftables transaction: %w", err)
 		}
@@ -276,9 +285,11 @@ func (c *nftConn) commit(b *nftBatch) error {
 	return nil
 }
 
-func (c *nftConn) recv() ([]syscall.NetlinkMessage, error) {
+func (c *nftConn) recv() ([]syscall.NetlinkMessage, error) { return c.recvFlags(0) }
+
+func (c *nftConn) recvFlags(flags int) ([]syscall.NetlinkMessage, error) {
 	for {
-		n, _, err := unix.Recvfrom(c.fd, c.buf, 0)
+		n, _, err := unix.Recvfrom(c.fd, c.buf, flags)
 		if err == unix.EINTR {
 			continue
 		}
