@@ -574,12 +574,22 @@ func (c *nftConn) chainNames(fam byte, table string) ([]string, error) {
 // are freed, an RCU grace period after the commit (nf_tables' NETLINK_URELEASE handler
 // flushes its destroy work), which costs milliseconds, tens under load, per close. A plugin
 // process so pays it once, at exit. A socket belongs to the network namespace it was opened
-// in; the pool holds the sockets of one namespace (the node's, in a plugin).
+// in; the pool keeps a few per namespace for the last few namespaces used (one, the node's,
+// in a plugin; tests switch between several).
 var nftPool struct {
 	sync.Mutex
+	byNetns []nftPooled // most recently used last
+}
+
+type nftPooled struct {
 	netns uint64
 	free  []*nftConn
 }
+
+const (
+	poolNetns   = 4
+	poolPerNetn = 4
+)
 
 // netnsID identifies the calling thread's network namespace.
 func netnsID() uint64 {
@@ -594,11 +604,14 @@ func netnsID() uint64 {
 func nftGet() (*nftConn, error) {
 	ns := netnsID()
 	nftPool.Lock()
-	if ns != 0 && nftPool.netns == ns && len(nftPool.free) > 0 {
-		c := nftPool.free[len(nftPool.free)-1]
-		nftPool.free = nftPool.free[:len(nftPool.free)-1]
-		nftPool.Unlock()
-		return c, nil
+	for i := range nftPool.byNetns {
+		e := &nftPool.byNetns[i]
+		if ns != 0 && e.netns == ns && len(e.free) > 0 {
+			c := e.free[len(e.free)-1]
+			e.free = e.free[:len(e.free)-1]
+			nftPool.Unlock()
+			return c, nil
+		}
 	}
 	nftPool.Unlock()
 	c, err := nftOpen()
@@ -612,15 +625,32 @@ func nftGet() (*nftConn, error) {
 // nftPut gives c back after a verb; broken (a verb that failed half way may leave answers
 // unread) closes it.
 func nftPut(c *nftConn, broken bool) {
+	if broken || c.netns == 0 {
+		c.close()
+		return
+	}
 	nftPool.Lock()
 	var drop []*nftConn
-	if c.netns != 0 && c.netns != nftPool.netns && !broken {
-		drop, nftPool.free, nftPool.netns = nftPool.free, nil, c.netns
+	i := 0
+	for i < len(nftPool.byNetns) && nftPool.byNetns[i].netns != c.netns {
+		i++
 	}
-	if broken || c.netns == 0 || len(nftPool.free) >= 4 {
-		drop = append(drop, c)
+	var e nftPooled
+	if i < len(nftPool.byNetns) {
+		e = nftPool.byNetns[i]
+		nftPool.byNetns = append(nftPool.byNetns[:i], nftPool.byNetns[i+1:]...)
 	} else {
-		nftPool.free = append(nftPool.free, c)
+		e = nftPooled{netns: c.netns}
+	}
+	if len(e.free) < poolPerNetn {
+		e.free = append(e.free, c)
+	} else {
+		drop = append(drop, c)
+	}
+	nftPool.byNetns = append(nftPool.byNetns, e)
+	if len(nftPool.byNetns) > poolNetns {
+		drop = append(drop, nftPool.byNetns[0].free...)
+		nftPool.byNetns = nftPool.byNetns[1:]
 	}
 	nftPool.Unlock()
 	for _, d := range drop {

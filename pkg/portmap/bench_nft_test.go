@@ -103,7 +103,8 @@ func execCount(b *testing.B, c testenv.Call) int {
 	}
 	n := 0
 	for _, l := range strings.Split(string(data), "\n") {
-		if strings.Contains(l, "execve(") && strings.HasSuffix(strings.TrimSpace(l), "= 0") {
+		// "execve(...) = 0", or with -f "<... execve resumed>) = 0"
+		if strings.Contains(l, "execve") && strings.HasSuffix(strings.TrimSpace(l), "= 0") {
 			n++
 		}
 	}
