@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -313,6 +315,9 @@ type nftGotRule struct {
 
 var errDumpInterrupted = errors.New("nftables dump interrupted by a concurrent change")
 
+// maxDumpAttempts bounds the dumps of one read that commits by other programs interrupt.
+const maxDumpAttempts = 16
+
 // rules dumps the rules of table (of the ip and ip6 families when fam is NFPROTO_UNSPEC: the
 // kernel stops a dump filtered by table name after the first table of that name), of one
 // chain when chain is set. A missing table or chain has no rules.
@@ -332,7 +337,7 @@ func (c *nftConn) rulesOf(fam byte, table, chain string, exprs bool) ([]nftGotRu
 	}
 	for attempt := 0; ; attempt++ {
 		rs, _, err := c.dumpRules(fam, table, chain, exprs)
-		if !errors.Is(err, errDumpInterrupted) || attempt+1 == maxAttempts {
+		if !errors.Is(err, errDumpInterrupted) || attempt+1 == maxDumpAttempts {
 			return rs, err
 		}
 	}
@@ -656,4 +661,31 @@ func nftPut(c *nftConn, broken bool) {
 	for _, d := range drop {
 		d.close()
 	}
+}
+
+// nftLock serialises this engine's nftables verbs across processes (a lock file in LockDir):
+// a rule dump the kernel cannot finish in one message is interrupted by any commit made
+// meanwhile, and parallel ADDs and DELs of the same node's pods, each reading the shared
+// chains, would otherwise keep interrupting each other. A verb holds it for a dump and a
+// batch, well under a millisecond on a small node. Without a writable LockDir it goes on
+// unlocked (the dumps are retried).
+func nftLock() (unlock func()) {
+	if err := os.MkdirAll(LockDir, 0o755); err != nil {
+		return func() {}
+	}
+	fd, err := os.OpenFile(filepath.Join(LockDir, "nftables.lock"), os.O_CREATE|os.O_RDWR|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return func() {}
+	}
+	for {
+		err = unix.Flock(int(fd.Fd()), unix.LOCK_EX)
+		if err != unix.EINTR {
+			break
+		}
+	}
+	if err != nil {
+		fd.Close()
+		return func() {}
+	}
+	return func() { fd.Close() }
 }

@@ -98,6 +98,7 @@ func masqIPRules(m Masq) []nftRule {
 
 // setupMasqNFT replaces m's rules, and makes the table and rewrites postrouting, in one batch.
 func setupMasqNFT(m Masq) (err error) {
+	defer nftLock()()
 	c, err := nftGet()
 	if err != nil {
 		return err
@@ -159,6 +160,7 @@ func gcMasqNFT(network string, keep []Attachment) error {
 
 // checkMasqNFT reports every missing table, chain or rule of m by name.
 func checkMasqNFT(m Masq) (err error) {
+	defer nftLock()()
 	c, err := nftGet()
 	if err != nil {
 		return err
@@ -172,6 +174,7 @@ func checkMasqNFT(m Masq) (err error) {
 // chain is ""; fam may be NFPROTO_UNSPEC for every family) that gone selects. A table that
 // does not exist, or a kernel without nftables, holds nothing to remove.
 func nftDeleteRules(fam byte, table, chain string, gone func(nftGotRule) bool) (err error) {
+	defer nftLock()()
 	c, err := nftGet()
 	if err != nil {
 		if nftUnavailable(err) {

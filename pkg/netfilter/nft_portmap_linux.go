@@ -138,6 +138,7 @@ func renderAllNFT(p PortMap) ([]pmNFT, error) {
 // setupPortMapNFT programs p for every family in one batch: the tables and shared chains as
 // the reference makes them, the container's old rules out, its new rules in.
 func setupPortMapNFT(p PortMap) (err error) {
+	defer nftLock()()
 	if err := nftComment(p.ContainerID); err != nil {
 		return err
 	}
@@ -215,6 +216,7 @@ func gcPortMapNFT(keep map[string]bool) error {
 
 // checkPortMapNFT reports every missing table, chain or rule of p by name.
 func checkPortMapNFT(p PortMap) (err error) {
+	defer nftLock()()
 	rs, err := renderAllNFT(p)
 	if err != nil {
 		return err
