@@ -12,8 +12,12 @@ DESTDIR   ?=
 PREFIX    ?= /opt/cni/bin
 CONFDIR   ?= /etc/cni/net.d
 RELEASE   := cni-plugins-linux-$(GOARCH)-$(VERSION).tgz
+# make image: the DaemonSet's image (deploy/daemonset.yaml names IMAGE), an OCI archive built
+# without a container engine; load it with `ctr -n k8s.io images import $(IMAGE_TAR)`.
+IMAGE     ?= docker.io/cni-suite/cni-suite:dev
+IMAGE_TAR ?= bin/cni-suite-image.tar
 
-.PHONY: all build test demo e2e bench install release clean deps
+.PHONY: all build test demo e2e e2e-k8s bench install release clean deps image
 
 all: build
 
@@ -32,8 +36,15 @@ test: deps build
 demo: deps build
 	scripts/demo.sh
 
-e2e: deps build
+e2e: deps build image
 	scripts/e2e.sh
+	scripts/e2e-k8s.sh
+
+# A real control plane and kubelet (containerd with the DaemonSet from deploy/ and the image,
+# then the CRI shim) in throwaway namespaces; builds the Kubernetes components once into
+# ~/.cache/cni-suite (minutes when cold).
+e2e-k8s: deps build image
+	scripts/e2e-k8s.sh
 
 bench: deps build
 	scripts/bench.sh
@@ -52,6 +63,10 @@ release: build
 	tar -C bin -czf dist/$(RELEASE) $(addprefix ./,$(PLUGINS))
 	cd dist && sha256sum $(RELEASE) > $(RELEASE).sha256
 	@echo "dist/$(RELEASE)"
+
+image: build
+	CGO_ENABLED=0 $(GO) run ./deploy/mkimage -o $(IMAGE_TAR) -ref '$(IMAGE)' -arch $(GOARCH) -version $(VERSION) -bin bin install-cni $(PLUGINS)
+	@echo "load it on a node: ctr -n k8s.io images import $(IMAGE_TAR)"
 
 clean:
 	rm -rf bin dist

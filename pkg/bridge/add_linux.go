@@ -39,7 +39,7 @@ func Add(args *skel.CmdArgs) error {
 	}
 	defer a.host.Close()
 	if a.pod, err = link.OpenHandle(args.Netns); err != nil {
-		return fmt.Errorf("open netns %q: %w", args.Netns, err)
+		return link.InvalidNetNS(args.Netns, fmt.Errorf("open netns %q: %w", args.Netns, err))
 	}
 	defer a.pod.Close()
 	res, err := a.add()
@@ -57,6 +57,16 @@ func Add(args *skel.CmdArgs) error {
 
 func (a *attachment) add() (*current.Result, error) {
 	n := a.n
+	// IPAM first: a bad IPAM config, a missing IPAM plugin or a full range fails the ADD before
+	// anything is made on the node (the reference creates the bridge and veth first and leaves
+	// them behind).
+	var ipamRes *current.Result
+	if n.IPAM.Type != "" {
+		var err error
+		if ipamRes, err = a.ipamAdd(); err != nil {
+			return nil, err
+		}
+	}
 	br, err := a.host.EnsureBridge(link.BridgeSpec{Name: n.BrName, MTU: n.MTU, Promisc: n.PromiscMode, VlanFiltering: n.vlanFiltering()})
 	if err != nil {
 		return nil, fmt.Errorf("bridge %q: %w", n.BrName, err)
@@ -75,12 +85,8 @@ func (a *attachment) add() (*current.Result, error) {
 			return nil, err
 		}
 	}
-	if n.IPAM.Type == "" {
+	if ipamRes == nil {
 		return res, a.layer2Only(veth.Peer)
-	}
-	ipamRes, err := a.ipamAdd()
-	if err != nil {
-		return nil, err
 	}
 	gateways := applyIPAM(n, res, ipamRes)
 	if err := a.pod.ConfigureIface(veth.Peer, podConfig(n, res)); err != nil {

@@ -45,7 +45,7 @@ func Check(args *skel.CmdArgs) error {
 	defer host.Close()
 	pod, err := link.OpenHandle(args.Netns)
 	if err != nil {
-		return fmt.Errorf("open netns %q: %w", args.Netns, err)
+		return link.InvalidNetNS(args.Netns, fmt.Errorf("open netns %q: %w", args.Netns, err))
 	}
 	defer pod.Close()
 	c := checker{n: n, args: args, res: res, host: host, pod: pod}

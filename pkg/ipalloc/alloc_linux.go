@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -258,15 +259,17 @@ func (s *Store) GC(ctx context.Context, valid []Attachment) ([]netip.Addr, error
 	}
 	var out []netip.Addr
 	err := s.do(ctx, false, true, func(v *view) error {
+		all, err := v.entries()
+		if err != nil {
+			return err // cannot happen: a scan writes every line
+		}
 		var errs []error
 		var stale []entry
-		for _, es := range v.buckets {
-			for _, e := range es {
-				if exact[e.key] || !strings.Contains(e.key, "\r\n") && legacy[e.key] {
-					continue
-				}
-				stale = append(stale, e)
+		for _, e := range all {
+			if exact[e.key] || !strings.Contains(e.key, "\r\n") && legacy[e.key] {
+				continue
 			}
+			stale = append(stale, e)
 		}
 		for _, e := range stale {
 			s.beginWrite()
@@ -284,7 +287,7 @@ func (s *Store) GC(ctx context.Context, valid []Attachment) ([]netip.Addr, error
 			}
 		}
 		if s.idxOK {
-			for _, n := range []string{"tmp", "tmp-last"} {
+			for _, n := range []string{"tmp"} { // a leftover of a killed ADD
 				if err := unlinkIfExists(filepath.Join(s.idxDir, n)); err != nil {
 					errs = append(errs, err)
 				}
@@ -340,23 +343,29 @@ func (s *Store) CheckIndex(ctx context.Context) (fresh bool, err error) {
 			return nil
 		}
 		fresh = true
-		for b := 0; b < bucketCount; b++ {
-			got, want := idx.bucket(b), truth.buckets[b]
-			if idx.full {
-				return errors.New("index has unreadable files")
+		var got []string
+		for b := 0; b < idx.nb; b++ {
+			got = append(got, idx.bucket(b)...)
+		}
+		if idx.full {
+			return errors.New("index has unreadable files")
+		}
+		var want []string
+		for _, ls := range truth.buckets {
+			want = append(want, ls...)
+		}
+		for _, l := range got {
+			if _, err := parseLine(l); err != nil {
+				return err
 			}
-			if len(got) != len(want) {
-				return fmt.Errorf("bucket %s: index has %d entries, directory %d", bucketName(b), len(got), len(want))
-			}
-			for _, e := range want {
-				found := false
-				for _, g := range got {
-					found = found || g == e
-				}
-				if !found {
-					return fmt.Errorf("bucket %s: index misses %s held by %q", bucketName(b), e.ip, e.key)
-				}
-			}
+		}
+		slices.Sort(got)
+		slices.Sort(want)
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("index holds %q, directory %q", got, want)
+		}
+		if idx.count != truth.count {
+			return fmt.Errorf("index counts %d reservations, directory holds %d", idx.count, truth.count)
 		}
 		for base, bm := range truth.blocks {
 			got := idx.block(base)

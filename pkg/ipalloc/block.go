@@ -131,15 +131,31 @@ func parseBlockName(name string) (netip.Addr, bool) {
 	return a, true
 }
 
-// The per-attachment part of the index: reservations grouped into bucketCount files by a hash
-// of their owner key, so that DEL and CHECK read one small file (about 250 lines at 60,000
-// reservations) instead of every reservation, while a rebuild writes at most 256 files.
-const bucketCount = 256
+// The per-attachment part of the index: reservations grouped into bucket files by a hash of
+// their owner key, so that DEL and CHECK read one small file instead of every reservation.
+// The number of buckets follows the number of reservations (one per 128, a power of two up to
+// maxBuckets, grown by a rebuild when the count outgrows it): a bucket holds about 64 to 128
+// lines whatever the size of the network (up to half a million reservations), and a rebuild
+// writes few files when there are few reservations.
+const (
+	maxBuckets       = 4096
+	linesPerBucket   = 128
+	occupancyWords   = maxBuckets / 64
+	bucketNameDigits = 3
+)
 
-func bucketOf(key string) int {
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(key))
-	return int(h.Sum32() % bucketCount)
+func bucketsFor(n int) int {
+	nb := 1
+	for nb < maxBuckets && nb*linesPerBucket < n {
+		nb *= 2
+	}
+	return nb
 }
 
-func bucketName(b int) string { return fmt.Sprintf("%02x", b) }
+func bucketOf(key string, nb int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return int(h.Sum32() % uint32(nb))
+}
+
+func bucketName(b int) string { return fmt.Sprintf("%0*x", bucketNameDigits, b) }

@@ -157,40 +157,39 @@ func writeFile(path string, data []byte, perm uint32) error {
 	return nil
 }
 
-// replaceFile gives path the content data as a new file (unlink, then create). Unlike a
-// truncating rewrite or a rename over the old file, it does not make ext4 (auto_da_alloc)
-// start writing the data back at once; it is not atomic, which the index does not need (its
-// stamp is removed while it is being written).
-func replaceFile(path string, data []byte, perm uint32) error {
-	if err := unlinkIfExists(path); err != nil {
-		return err
-	}
-	ok, err := createExcl(path, data, perm)
-	if err == nil && !ok {
-		err = &os.PathError{Op: "create", Path: path, Err: unix.EEXIST}
-	}
-	return err
-}
-
-// overwriteFile writes data at the start of path without truncating (for fixed-size files).
-func overwriteFile(path string, data []byte, perm uint32) error {
+// writeInPlace gives path the content data by writing over the existing file (creating it
+// when missing) and cutting it to length. On ext4 this is far cheaper than a new file (inode
+// allocation) or a truncate-then-write (which makes auto_da_alloc start writeback at close:
+// truncating to a non-zero length does not). It is not atomic: callers either hold a marker
+// that says the file is being written (the index stamp) or can live with a torn file.
+func writeInPlace(path string, data []byte, perm uint32) error {
 	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, perm)
 	if err != nil {
 		return &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	for off := 0; off < len(data); {
-		n, err := unix.Pwrite(fd, data[off:], int64(off))
+	err = pwriteAll(fd, data, 0)
+	if err == nil {
+		err = unix.Ftruncate(fd, int64(len(data)))
+	}
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return &os.PathError{Op: "write", Path: path, Err: err}
+	}
+	return nil
+}
+
+func pwriteAll(fd int, data []byte, off int64) error {
+	for len(data) > 0 {
+		n, err := unix.Pwrite(fd, data, off)
 		if errors.Is(err, unix.EINTR) {
 			continue
 		}
 		if err != nil {
-			unix.Close(fd)
-			return &os.PathError{Op: "write", Path: path, Err: err}
+			return err
 		}
-		off += n
-	}
-	if err := unix.Close(fd); err != nil {
-		return &os.PathError{Op: "close", Path: path, Err: err}
+		data, off = data[n:], off+int64(n)
 	}
 	return nil
 }

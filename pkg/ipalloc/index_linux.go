@@ -1,10 +1,10 @@
 package ipalloc
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -12,6 +12,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // The index lives in <dataDir>/.<network>.index, outside the network directory that the
@@ -20,11 +22,10 @@ import (
 //	stamp     which state of the network directory the index describes (see indexStamp)
 //	b/<NN>    bucket files: "<ip> <quoted owner key>" lines, bucket = hash(owner key)
 //	u/<hex>   bitmap blocks of used addresses (blockSize addresses each)
-//	tmp       a reservation being written, linked into place
-//	tmp-last  a last_reserved_ip file being written, renamed into place
+//	tmp       a reservation being written, then linked into place
 //
-// The stamp is removed before the first change of an operation and written again after the
-// last one, so an operation killed half way leaves no stamp and the next one rebuilds the index
+// The stamp is invalidated before the first change of an operation and written again after
+// the last one, so an operation killed half way leaves no stamp and the next one rebuilds the index
 // from the network directory, which stays the only truth.
 //
 // Changes made by another program (the reference host-local, an operator) are seen through the
@@ -53,19 +54,21 @@ type entry struct {
 type view struct {
 	s       *Store
 	full    bool
-	buckets map[int][]entry
+	buckets map[int][]string       // bucket -> lines
 	blocks  map[netip.Addr]*bitmap // nil value: known to be all free
 	dirtyB  map[int]bool
 	dirtyU  map[netip.Addr]bool
 	last    map[string]string // last_reserved_ip.* file name -> content
 	occ     occupancy         // lazy views: which bucket files the stamp says exist
+	nb      int               // number of buckets
+	count   int               // number of reservations in the buckets
 	empty   []netip.Addr      // reservation files without content (full views only)
 	err     error             // the network directory could not be read
 }
 
 func newView(s *Store, full bool) *view {
 	return &view{
-		s: s, full: full, buckets: map[int][]entry{}, blocks: map[netip.Addr]*bitmap{},
+		s: s, full: full, buckets: map[int][]string{}, blocks: map[netip.Addr]*bitmap{},
 		dirtyB: map[int]bool{}, dirtyU: map[netip.Addr]bool{}, last: map[string]string{},
 	}
 }
@@ -76,7 +79,7 @@ func (v *view) switchFull(why string) {
 	if v.full {
 		return
 	}
-	v.s.logf("index of network %q unusable (%s): rebuilding it", v.s.network, why)
+	v.s.logf("rebuilding the index of network %q (%s)", v.s.network, why)
 	nv, err := v.s.scan()
 	if err != nil {
 		v.err = err
@@ -85,62 +88,78 @@ func (v *view) switchFull(why string) {
 	*v = *nv
 }
 
-func (v *view) bucket(b int) []entry {
-	if es, ok := v.buckets[b]; ok || v.full {
-		return es
+// bucket returns the lines of a bucket file ("<ip> <quoted owner key>"), loading it when
+// needed. Lines are parsed only when used: DEL and CHECK look for one key's lines by their
+// suffix, so their cost does not grow with the other reservations in the bucket.
+func (v *view) bucket(b int) []string {
+	if ls, ok := v.buckets[b]; ok || v.full {
+		return ls
 	}
 	data, err := readSmall(filepath.Join(v.s.idxDir, "b", bucketName(b)))
 	if errors.Is(err, fs.ErrNotExist) && !v.occ.get(b) {
 		v.buckets[b] = nil
 		return nil
 	}
-	var es []entry
+	var ls []string
 	switch {
 	case err != nil:
-	case !v.occ.get(b):
-		err = errors.New("bucket file the stamp does not list")
-	default:
-		es, err = parseBucket(data)
+	case !v.occ.get(b) && len(data) > 0:
+		err = errors.New("entries in a bucket the stamp says is empty")
+	case len(data) > 0:
+		ls, err = splitBucket(data)
 	}
 	if err != nil {
 		v.switchFull(fmt.Sprintf("bucket %s: %v", bucketName(b), err))
 		return v.buckets[b]
 	}
-	v.buckets[b] = es
-	return es
+	v.buckets[b] = ls
+	return ls
 }
 
-func parseBucket(data []byte) ([]entry, error) {
-	var es []entry
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		ipS, keyQ, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
-			return nil, fmt.Errorf("malformed line %q", sc.Text())
-		}
-		ip, err := netip.ParseAddr(ipS)
-		if err != nil {
-			return nil, err
-		}
-		key, err := strconv.Unquote(keyQ)
-		if err != nil {
-			return nil, fmt.Errorf("malformed key %q: %w", keyQ, err)
-		}
-		es = append(es, entry{ip, key})
+func entryLine(ip netip.Addr, key string) string { return ip.String() + " " + strconv.Quote(key) }
+
+func parseLine(l string) (entry, error) {
+	ipS, keyQ, ok := strings.Cut(l, " ")
+	if !ok {
+		return entry{}, fmt.Errorf("malformed line %q", l)
 	}
-	return es, sc.Err()
+	ip, err := netip.ParseAddr(ipS)
+	if err != nil {
+		return entry{}, err
+	}
+	key, err := strconv.Unquote(keyQ)
+	if err != nil {
+		return entry{}, fmt.Errorf("malformed key %q: %w", keyQ, err)
+	}
+	return entry{ip, key}, nil
 }
 
-func formatBucket(es []entry) []byte {
-	var b bytes.Buffer
-	for _, e := range es {
-		b.WriteString(e.ip.String())
-		b.WriteByte(' ')
-		b.WriteString(strconv.Quote(e.key))
-		b.WriteByte('\n')
+// A bucket file is its lines then "#<crc32c of the lines>": a file cut short or edited is
+// seen even though lines are only parsed when used.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func formatBucket(ls []string) []byte {
+	if len(ls) == 0 {
+		return nil
 	}
-	return b.Bytes()
+	body := strings.Join(ls, "\n") + "\n"
+	return []byte(fmt.Sprintf("%s#%08x\n", body, crc32.Checksum([]byte(body), castagnoli)))
+}
+
+func splitBucket(data []byte) ([]string, error) {
+	const sumLen = len("#01234567\n")
+	if len(data) < sumLen || data[len(data)-1] != '\n' {
+		return nil, errors.New("truncated")
+	}
+	body, sum := data[:len(data)-sumLen], data[len(data)-sumLen:]
+	want, err := strconv.ParseUint(string(sum[1:9]), 16, 32)
+	if err != nil || sum[0] != '#' || uint32(want) != crc32.Checksum(body, castagnoli) {
+		return nil, errors.New("checksum mismatch")
+	}
+	if len(body) == 0 || body[len(body)-1] != '\n' {
+		return nil, errors.New("malformed")
+	}
+	return strings.Split(string(body[:len(body)-1]), "\n"), nil
 }
 
 func (v *view) block(base netip.Addr) *bitmap {
@@ -164,13 +183,36 @@ func (v *view) block(base netip.Addr) *bitmap {
 	return bm
 }
 
+// keyBucket returns the bucket of key and its lines.
+func (v *view) keyBucket(key string) (int, []string) {
+	nb := v.nb
+	b := bucketOf(key, nb)
+	ls := v.bucket(b)
+	if v.nb != nb { // loading it failed: now a full view, maybe with another bucket count
+		b = bucketOf(key, v.nb)
+		ls = v.buckets[b]
+	}
+	return b, ls
+}
+
 // lookup lists the addresses the index gives to an owner key.
 func (v *view) lookup(key string) []netip.Addr {
+	suffix := " " + strconv.Quote(key)
+	b, ls := v.keyBucket(key)
 	var out []netip.Addr
-	for _, e := range v.bucket(bucketOf(key)) {
-		if e.key == key {
-			out = append(out, e.ip)
+	for _, l := range ls {
+		if !strings.HasSuffix(l, suffix) {
+			continue
 		}
+		ip, err := netip.ParseAddr(l[:len(l)-len(suffix)])
+		if err != nil {
+			if v.full {
+				continue // cannot happen: a scan writes every line
+			}
+			v.switchFull(fmt.Sprintf("bucket %s: line %q: %v", bucketName(b), l, err))
+			return v.lookup(key)
+		}
+		out = append(out, ip)
 	}
 	return out
 }
@@ -193,24 +235,41 @@ func (v *view) setUsed(ip netip.Addr, used bool) {
 
 // add records that key holds ip.
 func (v *view) add(ip netip.Addr, key string) {
-	b := bucketOf(key)
-	es := v.bucket(b)
-	if !slices.Contains(es, entry{ip, key}) {
-		v.buckets[b] = append(es, entry{ip, key})
+	line := entryLine(ip, key)
+	b, ls := v.keyBucket(key)
+	if !slices.Contains(ls, line) {
+		v.buckets[b] = append(ls, line)
 		v.dirtyB[b] = true
+		v.count++
 	}
 	v.setUsed(ip, true)
 }
 
 // remove forgets that key holds ip.
 func (v *view) remove(ip netip.Addr, key string) {
-	b := bucketOf(key)
-	es := v.bucket(b)
-	if i := slices.Index(es, entry{ip, key}); i >= 0 {
-		v.buckets[b] = slices.Delete(slices.Clone(es), i, i+1)
+	line := entryLine(ip, key)
+	b, ls := v.keyBucket(key)
+	if i := slices.Index(ls, line); i >= 0 {
+		v.buckets[b] = slices.Delete(slices.Clone(ls), i, i+1)
 		v.dirtyB[b] = true
+		v.count--
 	}
 	v.setUsed(ip, false)
+}
+
+// entries parses every line of every loaded bucket (full views: all reservations).
+func (v *view) entries() ([]entry, error) {
+	var out []entry
+	for b, ls := range v.buckets {
+		for _, l := range ls {
+			e, err := parseLine(l)
+			if err != nil {
+				return nil, fmt.Errorf("bucket %s: %w", bucketName(b), err)
+			}
+			out = append(out, e)
+		}
+	}
+	return out, nil
 }
 
 // firstFree returns the first address in [from, to] that the index does not mark used and
@@ -258,6 +317,7 @@ func (s *Store) scan() (*view, error) {
 		return nil, fmt.Errorf("read network directory %s: %w", s.netDir, err)
 	}
 	v := newView(s, true)
+	var found []entry
 	for _, name := range names {
 		if name == lockName {
 			continue
@@ -281,9 +341,13 @@ func (s *Store) scan() (*view, error) {
 			v.empty = append(v.empty, ip)
 			continue
 		}
-		b := bucketOf(key) // file names are unique: no need for add's duplicate check
-		v.buckets[b] = append(v.buckets[b], entry{ip, key})
-		v.setUsed(ip, true)
+		found = append(found, entry{ip, key})
+	}
+	v.nb, v.count = bucketsFor(len(found)), len(found)
+	for _, e := range found { // file names are unique: no need for add's duplicate check
+		b := bucketOf(e.key, v.nb)
+		v.buckets[b] = append(v.buckets[b], entryLine(e.ip, e.key))
+		v.setUsed(e.ip, true)
 	}
 	return v, nil
 }
@@ -304,10 +368,12 @@ type indexStamp struct {
 	dir  dirStamp
 	last map[string]string
 	occ  occupancy // non-empty buckets: a bucket file gone missing is seen
+	nb   int       // number of buckets
+	n    int       // number of reservations
 }
 
 // occupancy is one bit per bucket.
-type occupancy [bucketCount / 64]uint64
+type occupancy [occupancyWords]uint64
 
 func (o *occupancy) get(b int) bool { return o[b/64]>>(b%64)&1 == 1 }
 
@@ -331,7 +397,7 @@ func (st *indexStamp) marshal() []byte {
 	for _, n := range names {
 		fmt.Fprintf(&b, "last %s %s\n", strconv.Quote(n), strconv.Quote(st.last[n]))
 	}
-	b.WriteString("buckets")
+	fmt.Fprintf(&b, "buckets %d %d", st.nb, st.n)
 	for _, w := range st.occ {
 		fmt.Fprintf(&b, " %x", w)
 	}
@@ -340,8 +406,9 @@ func (st *indexStamp) marshal() []byte {
 }
 
 func parseStamp(data []byte) (*indexStamp, error) {
-	lines := strings.Split(string(data), "\n")
-	if len(lines) < 4 || lines[0] != stampMagic || lines[len(lines)-1] != "" || lines[len(lines)-2] != "end" {
+	body, _, complete := strings.Cut(string(data), "\nend\n")
+	lines := append(strings.Split(body, "\n"), "end", "")
+	if !complete || len(lines) < 4 || lines[0] != stampMagic {
 		return nil, errors.New("not a complete index stamp")
 	}
 	st := &indexStamp{last: map[string]string{}}
@@ -358,10 +425,16 @@ func parseStamp(data []byte) (*indexStamp, error) {
 			}
 		case "buckets":
 			ws := strings.Fields(rest)
-			if len(ws) != len(st.occ) {
+			if len(ws) != 2+len(st.occ) {
 				return nil, errors.New("malformed buckets line")
 			}
-			for i, w := range ws {
+			nb, err1 := strconv.Atoi(ws[0])
+			n, err2 := strconv.Atoi(ws[1])
+			if err1 != nil || err2 != nil || nb < 1 || nb > maxBuckets || nb&(nb-1) != 0 || n < 0 {
+				return nil, errors.New("malformed buckets line")
+			}
+			st.nb, st.n = nb, n
+			for i, w := range ws[2:] {
 				n, err := strconv.ParseUint(w, 16, 64)
 				if err != nil {
 					return nil, fmt.Errorf("buckets line: %w", err)
@@ -421,7 +494,7 @@ func (s *Store) loadFresh() (*view, string) {
 	}
 	v := newView(s, false)
 	v.last = st.last
-	v.occ = st.occ
+	v.occ, v.nb, v.count = st.occ, st.nb, st.n
 	return v, ""
 }
 
@@ -429,6 +502,12 @@ func (s *Store) loadFresh() (*view, string) {
 func (s *Store) persist(v *view) error {
 	if !s.idxOK || (!s.dirty && !v.full) || v.err != nil {
 		return nil
+	}
+	if !v.full && bucketsFor(v.count) > v.nb {
+		v.switchFull(fmt.Sprintf("%d reservations outgrow %d buckets", v.count, v.nb))
+		if v.err != nil {
+			return v.err
+		}
 	}
 	s.beginWrite()
 	if v.full {
@@ -440,7 +519,8 @@ func (s *Store) persist(v *view) error {
 	}
 	buckets, blocks := v.dirtyB, v.dirtyU
 	if v.full {
-		// Everything is rewritten; files of the old index that the scan did not produce go.
+		// Everything is rewritten; files of the old index that the scan did not produce are
+		// emptied (kept: a new file costs an inode allocation), junk is removed.
 		buckets, blocks = map[int]bool{}, map[netip.Addr]bool{}
 		for b := range v.buckets {
 			buckets[b] = true
@@ -448,15 +528,22 @@ func (s *Store) persist(v *view) error {
 		for base := range v.blocks {
 			blocks[base] = true
 		}
-		if err := s.removeStale("b", func(n string) bool {
+		if err := s.sweepIndex("b", func(n string) bool {
 			b, err := strconv.ParseUint(n, 16, 32)
-			return err == nil && n == bucketName(int(b)) && len(v.buckets[int(b)]) > 0
+			if err != nil || b >= maxBuckets || n != bucketName(int(b)) {
+				return false
+			}
+			buckets[int(b)] = true
+			return true
 		}); err != nil {
 			return err
 		}
-		if err := s.removeStale("u", func(n string) bool {
+		if err := s.sweepIndex("u", func(n string) bool {
 			base, ok := parseBlockName(n)
-			return ok && v.blocks[base] != nil && !v.blocks[base].empty()
+			if ok {
+				blocks[base] = true
+			}
+			return ok
 		}); err != nil {
 			return err
 		}
@@ -466,28 +553,19 @@ func (s *Store) persist(v *view) error {
 		occ = occupancy{}
 	}
 	for b := range buckets {
-		p := filepath.Join(s.idxDir, "b", bucketName(b))
-		var err error
-		occ.set(b, len(v.buckets[b]) > 0)
-		if es := v.buckets[b]; len(es) == 0 {
-			err = unlinkIfExists(p)
-		} else {
-			err = s.indexWrite(replaceFile, p, formatBucket(es))
-		}
-		if err != nil {
+		ls := v.buckets[b]
+		occ.set(b, len(ls) > 0)
+		if err := s.indexWrite(filepath.Join(s.idxDir, "b", bucketName(b)), formatBucket(ls)); err != nil {
 			return err
 		}
 		failpoint("index-bucket-written")
 	}
 	for base := range blocks {
-		p := filepath.Join(s.idxDir, "u", blockName(base))
-		var err error
-		if bm := v.blocks[base]; bm == nil || bm.empty() {
-			err = unlinkIfExists(p)
-		} else {
-			err = s.indexWrite(overwriteFile, p, bm.marshal())
+		bm := v.blocks[base]
+		if bm == nil {
+			bm = new(bitmap)
 		}
-		if err != nil {
+		if err := s.indexWrite(filepath.Join(s.idxDir, "u", blockName(base)), bm.marshal()); err != nil {
 			return err
 		}
 	}
@@ -496,9 +574,8 @@ func (s *Store) persist(v *view) error {
 	if err != nil {
 		return err
 	}
-	st := indexStamp{boot: currentBootID(), dir: dir, last: v.last, occ: occ}
-	// beginWrite removed the stamp: this creates a new file.
-	if err := writeFile(filepath.Join(s.idxDir, "stamp"), st.marshal(), 0o600); err != nil {
+	st := indexStamp{boot: currentBootID(), dir: dir, last: v.last, occ: occ, nb: v.nb, n: v.count}
+	if err := writeStamp(filepath.Join(s.idxDir, "stamp"), st.marshal()); err != nil {
 		return err
 	}
 	failpoint("stamp-written")
@@ -506,19 +583,74 @@ func (s *Store) persist(v *view) error {
 	return nil
 }
 
-// indexWrite writes an index file with write, making its directory when missing.
-func (s *Store) indexWrite(write func(string, []byte, uint32) error, path string, data []byte) error {
-	err := write(path, data, 0o600)
+// indexWrite writes an index file in place, making its directory when missing.
+func (s *Store) indexWrite(path string, data []byte) error {
+	err := writeInPlace(path, data, 0o600)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = os.Mkdir(filepath.Dir(path), 0o700); err == nil || errors.Is(err, fs.ErrExist) {
-			err = write(path, data, 0o600)
+			err = writeInPlace(path, data, 0o600)
 		}
 	}
 	return err
 }
 
-func (s *Store) removeStale(sub string, keep func(string) bool) error {
+// The stamp is written in place (no inode allocation per operation): invalidated by
+// overwriting its first byte, made valid again by writing everything but the first byte, then
+// the first byte. A process killed in between leaves an invalid stamp. Its length is rounded
+// up (padding after "end") so that it rarely changes.
+const stampBad = 'X'
+
+func invalidateStamp(path string) error {
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	err = pwriteAll(fd, []byte{stampBad}, 0)
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return &os.PathError{Op: "write", Path: path, Err: err}
+	}
+	return nil
+}
+
+func writeStamp(path string, content []byte) error {
+	padded := make([]byte, (len(content)+1023)/1024*1024)
+	copy(padded, content)
+	for i := len(content); i < len(padded); i++ {
+		padded[i] = ' '
+	}
+	fd, err := unix.Open(path, unix.O_WRONLY|unix.O_CREAT|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	err = pwriteAll(fd, padded[1:], 1)
+	if err == nil {
+		err = unix.Ftruncate(fd, int64(len(padded)))
+	}
+	if err == nil {
+		err = pwriteAll(fd, padded[:1], 0)
+	}
+	if cerr := unix.Close(fd); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return &os.PathError{Op: "write", Path: path, Err: err}
+	}
+	return nil
+}
+
+// sweepIndex lists an index subdirectory, calling keep for each name; names it rejects are
+// removed.
+func (s *Store) sweepIndex(sub string, keep func(string) bool) error {
 	f, err := os.Open(filepath.Join(s.idxDir, sub))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

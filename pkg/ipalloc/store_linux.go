@@ -39,7 +39,7 @@ type Store struct {
 	dataDir, network string
 	netDir, idxDir   string
 	opts             Options
-	dirty            bool // the stamp was removed in this operation
+	dirty            bool // the stamp was invalidated in this operation
 	idxOK            bool // the index directory is usable in this operation
 }
 
@@ -159,8 +159,8 @@ func (s *Store) ensureIndexDir() bool {
 		return true
 	}
 	if errors.Is(err, unix.ENOENT) {
-		if err = os.Mkdir(s.idxDir, 0o700); err == nil || errors.Is(err, fs.ErrExist) {
-			return s.ensureIndexDirExists()
+		if err = os.Mkdir(s.idxDir, 0o700); err == nil {
+			return true
 		}
 	}
 	if err == nil {
@@ -170,18 +170,13 @@ func (s *Store) ensureIndexDir() bool {
 	return false
 }
 
-func (s *Store) ensureIndexDirExists() bool {
-	st, err := os.Stat(s.idxDir)
-	return err == nil && st.IsDir()
-}
-
-// beginWrite removes the index stamp before the operation's first change.
+// beginWrite invalidates the index stamp before the operation's first change.
 func (s *Store) beginWrite() {
 	if s.dirty || !s.idxOK {
 		return
 	}
 	s.dirty = true
-	if err := unlinkIfExists(filepath.Join(s.idxDir, "stamp")); err != nil {
+	if err := invalidateStamp(filepath.Join(s.idxDir, "stamp")); err != nil {
 		s.logf("invalidate index: %v", err)
 		s.idxOK = false
 	}
@@ -278,22 +273,10 @@ func lastName(set int) string { return lastPrefix + strconv.Itoa(set) }
 func (s *Store) writeLast(v *view, set int, ip netip.Addr) error {
 	name, content := lastName(set), ip.String()
 	s.beginWrite()
-	var err error
-	if s.idxOK {
-		// Written aside, then linked in place of the old one: the file is never half
-		// written, and nothing makes ext4 flush it at once (as a rename over it would).
-		tmp, dst := filepath.Join(s.idxDir, "tmp-last"), filepath.Join(s.netDir, name)
-		if err = replaceFile(tmp, []byte(content), 0o600); err == nil {
-			if err = unlinkIfExists(dst); err == nil {
-				if unix.Link(tmp, dst) != nil { // no hard links here: write it in place
-					err = writeFile(dst, []byte(content), 0o600)
-				}
-			}
-			_ = unix.Unlink(tmp)
-		}
-	} else {
-		err = writeFile(filepath.Join(s.netDir, name), []byte(content), 0o600)
-	}
+	// In place, as the reference rewrites it (but without truncating it to zero first, which
+	// makes ext4 flush it at close). A process killed half way can leave a torn address here:
+	// it is only where the next search starts, and an unparsable one means the range start.
+	err := writeInPlace(filepath.Join(s.netDir, name), []byte(content), 0o600)
 	if err != nil {
 		return fmt.Errorf("write %s: %w", name, err)
 	}

@@ -329,6 +329,8 @@ func TestIndexDamageIsSurvived(t *testing.T) {
 		"stamp-garbage":    func(s *Store) { os.WriteFile(filepath.Join(s.IndexDir(), "stamp"), []byte("junk"), 0o600) },
 		"stamp-truncated":  func(s *Store) { os.Truncate(filepath.Join(s.IndexDir(), "stamp"), 40) },
 		"bucket-garbage":   func(s *Store) { garbleAll(s, "b", "no space here\n") },
+		"bucket-edited":    func(s *Store) { editAll(s, "b", `"a\r\neth0"`, `"q\r\neth0"`) },
+		"bucket-cut":       func(s *Store) { editAll(s, "b", "#", "") },
 		"block-garbage":    func(s *Store) { garbleAll(s, "u", "short") },
 		"buckets-removed":  func(s *Store) { os.RemoveAll(filepath.Join(s.IndexDir(), "b")) },
 		"index-is-a-file":  func(s *Store) { os.RemoveAll(s.IndexDir()); os.WriteFile(s.IndexDir(), nil, 0o600) },
@@ -368,6 +370,15 @@ func garbleAll(s *Store, sub, content string) {
 	es, _ := os.ReadDir(filepath.Join(s.IndexDir(), sub))
 	for _, e := range es {
 		os.WriteFile(filepath.Join(s.IndexDir(), sub, e.Name()), []byte(content), 0o600)
+	}
+}
+
+func editAll(s *Store, sub, from, to string) {
+	es, _ := os.ReadDir(filepath.Join(s.IndexDir(), sub))
+	for _, e := range es {
+		p := filepath.Join(s.IndexDir(), sub, e.Name())
+		b, _ := os.ReadFile(p)
+		os.WriteFile(p, []byte(strings.ReplaceAll(string(b), from, to)), 0o600)
 	}
 }
 
@@ -574,4 +585,48 @@ func TestProbe(t *testing.T) {
 			t.Errorf("probe of data dir %s succeeded", dir)
 		}
 	}
+}
+
+// The bucket count follows the number of reservations: one file for a few, more as they grow
+// (a rebuild at each doubling), DEL and CHECK right throughout.
+func TestBucketsGrowWithReservations(t *testing.T) {
+	s := newStore(t)
+	rs := set(t, "10.1.0.0/16")
+	stampBuckets := func() string {
+		b, _ := os.ReadFile(filepath.Join(s.IndexDir(), "stamp"))
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "buckets ") {
+				f := strings.Fields(l)
+				return f[1] + "/" + f[2]
+			}
+		}
+		return ""
+	}
+	for i := 0; i < 300; i++ {
+		alloc(t, s, fmt.Sprintf("g%d", i), rs)
+		switch i {
+		case 0:
+			if got := stampBuckets(); got != "1/1" {
+				t.Fatalf("after 1 ADD: buckets/count %s, want 1/1", got)
+			}
+		case 200:
+			if got := stampBuckets(); got != "2/201" {
+				t.Fatalf("after 201 ADDs: buckets/count %s, want 2/201", got)
+			}
+		}
+	}
+	if got := stampBuckets(); got != "4/300" {
+		t.Fatalf("after 300 ADDs: buckets/count %s, want 4/300", got)
+	}
+	es, _ := os.ReadDir(filepath.Join(s.IndexDir(), "b"))
+	if len(es) != 4 {
+		t.Fatalf("%d bucket files, want 4", len(es))
+	}
+	checkIndex(t, s)
+	for i := 0; i < 300; i += 7 {
+		if got := release(t, s, fmt.Sprintf("g%d", i)); len(got) != 1 {
+			t.Fatalf("release g%d = %v", i, got)
+		}
+	}
+	checkIndex(t, s)
 }

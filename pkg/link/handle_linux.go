@@ -3,7 +3,10 @@
 package link
 
 import (
+	"errors"
 	"fmt"
+
+	"github.com/containernetworking/cni/pkg/types"
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -64,4 +67,16 @@ func (h *Handle) Fd() netlink.NsFd { return netlink.NsFd(int(h.NS.Fd())) }
 func (h *Handle) Close() {
 	h.Handle.Close()
 	h.NS.Close()
+}
+
+// InvalidNetNS turns a CNI_NETNS that is not there or is not a network namespace into CNI
+// error code 8 (invalid netns) naming the variable; other errors pass unchanged. ADD and CHECK
+// use it; DEL treats a gone netns as done instead.
+func InvalidNetNS(path string, err error) error {
+	var gone ns.NSPathNotExistErr
+	var notNS ns.NSPathNotNSErr
+	if errors.As(err, &gone) || errors.As(err, &notNS) {
+		return types.NewError(types.ErrInvalidNetNS, fmt.Sprintf("invalid CNI_NETNS %q: %v", path, err), "")
+	}
+	return err
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 
 	"github.com/cni-suite/cni-suite/pkg/cnierr"
+	"github.com/cni-suite/cni-suite/pkg/link"
 )
 
 const ifName = "lo"
@@ -39,7 +40,7 @@ func Add(args *skel.CmdArgs) error {
 	}
 	addrs, err := up(args.Netns)
 	if err != nil {
-		return err
+		return link.InvalidNetNS(args.Netns, err)
 	}
 	if conf.PrevResult != nil {
 		return types.PrintResult(conf.PrevResult, conf.CNIVersion)
@@ -70,7 +71,7 @@ func Check(args *skel.CmdArgs) error {
 	if _, err := parseConf(args.StdinData); err != nil {
 		return err
 	}
-	return check(args.Netns)
+	return link.InvalidNetNS(args.Netns, check(args.Netns))
 }
 
 // GC has nothing to collect: lo lives and dies with its netns.

@@ -492,6 +492,18 @@ func TestContainerLifecycle(t *testing.T) {
 	if len(list) != 1 || list[0].Id != stubborn {
 		t.Errorf("containers labelled stubborn: %v", list)
 	}
+	// Stats, as kubelet's summary and eviction managers ask for them: every container, no usage.
+	all, _ := s.rt.ListContainers(ctx, &runtimeapi.ContainerFilter{PodSandboxId: p.id})
+	stats, err := s.rt.ListContainerStats(ctx, &runtimeapi.ContainerStatsFilter{PodSandboxId: p.id})
+	if err != nil || len(stats) != len(all) || len(all) == 0 {
+		t.Errorf("container stats of the pod: %d entries, %v (want %d)", len(stats), err, len(all))
+	}
+	if st, err := s.rt.ContainerStats(ctx, runner); err != nil || st.GetAttributes().GetId() != runner || st.GetCpu().GetTimestamp() == 0 {
+		t.Errorf("stats of %s: %v %v", runner, st, err)
+	}
+	if ps, err := s.rt.ListPodSandboxStats(ctx, &runtimeapi.PodSandboxStatsFilter{Id: p.id}); err != nil || len(ps) != 1 || len(ps[0].GetLinux().GetContainers()) != len(all) {
+		t.Errorf("pod stats: %v %v", ps, err)
+	}
 	if err := s.rt.RemoveContainer(ctx, runner); err != nil {
 		t.Fatal(err)
 	}
