@@ -20,7 +20,7 @@ func (c *nftConn) check(fam byte, table string, chains []nftChainSpec, want []nf
 	if !ok {
 		return fmt.Errorf("nftables: table %s %s not found", famName(fam), table)
 	}
-	got, err := c.rulesOf(fam, table, "", true)
+	got, err := c.rulesOf(fam, table, "", allChains)
 	if err != nil {
 		return err
 	}
@@ -156,3 +156,19 @@ func hostPrefixOf(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitL
 
 // nlaTypeMask strips the nested and byte-order flags from an attribute type.
 const nlaTypeMask = ^uint16(unix.NLA_F_NESTED | unix.NLA_F_NET_BYTEORDER)
+
+// sameRules tells whether got (a chain's rules, in order) are exactly want: then an ADD need
+// not flush and refill the chain. Flushing deletes rules, and a deletion makes the kernel
+// free the old rules an RCU grace period later; until then closing any nftables socket of the
+// network namespace waits for it (the plugin's exit, milliseconds, tens under load).
+func sameRules(fam byte, got []nftGotRule, want []nftRule) bool {
+	if len(got) != len(want) {
+		return false
+	}
+	for i := range want {
+		if got[i].comment != want[i].comment || got[i].exprs == nil || !exprsMatch(marshalExprs(fam, want[i].exprs), got[i].exprs) {
+			return false
+		}
+	}
+	return true
+}

@@ -37,6 +37,13 @@ const (
 // nftOps counts the netlink batches and dumps of this process (tests and benchmarks).
 var nftOps atomic.Int64
 
+// recordBatches keeps what the last batch held in lastBatch (tests).
+var (
+	recordBatches bool
+	batchMu       sync.Mutex
+	lastBatch     []string
+)
+
 // NFTOps returns how many nftables netlink requests (dumps and batches) the engine has made.
 func NFTOps() int64 { return nftOps.Load() }
 
@@ -231,6 +238,15 @@ func (c *nftConn) commit(b *nftBatch) error {
 		return nil
 	}
 	nftOps.Add(1)
+	if recordBatches {
+		var ops []string
+		for _, op := range b.ops {
+			ops = append(ops, op.what)
+		}
+		batchMu.Lock()
+		lastBatch = ops
+		batchMu.Unlock()
+	}
 	first := c.seq
 	var out []byte
 	out = append(out, nlmsg(unix.NFNL_MSG_BATCH_BEGIN, unix.NLM_F_REQUEST, first, unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES, nil)...)
@@ -322,11 +338,14 @@ const maxDumpAttempts = 16
 // kernel stops a dump filtered by table name after the first table of that name), of one
 // chain when chain is set. A missing table or chain has no rules.
 func (c *nftConn) rules(fam byte, table, chain string) ([]nftGotRule, error) {
-	return c.rulesOf(fam, table, chain, false)
+	return c.rulesOf(fam, table, chain, nil)
 }
 
-// rulesOf is rules, with each rule's expressions when exprs is set.
-func (c *nftConn) rulesOf(fam byte, table, chain string, exprs bool) ([]nftGotRule, error) {
+// allChains keeps the expressions of every rule.
+func allChains(string) bool { return true }
+
+// rulesOf is rules, with the expressions of the rules of the chains exprs selects (nil: none).
+func (c *nftConn) rulesOf(fam byte, table, chain string, exprs func(chain string) bool) ([]nftGotRule, error) {
 	if fam == unix.NFPROTO_UNSPEC {
 		v4, err := c.rulesOf(famIP, table, chain, exprs)
 		if err != nil {
@@ -343,7 +362,7 @@ func (c *nftConn) rulesOf(fam byte, table, chain string, exprs bool) ([]nftGotRu
 	}
 }
 
-func (c *nftConn) dumpRules(fam byte, table, chain string, exprs bool) ([]nftGotRule, bool, error) {
+func (c *nftConn) dumpRules(fam byte, table, chain string, exprs func(chain string) bool) ([]nftGotRule, bool, error) {
 	nftOps.Add(1)
 	attrs := encode(func(ae *netlink.AttributeEncoder) {
 		ae.String(unix.NFTA_RULE_TABLE, table)
@@ -395,7 +414,7 @@ func (c *nftConn) dumpRules(fam byte, table, chain string, exprs bool) ([]nftGot
 			if err != nil {
 				return nil, false, fmt.Errorf("nftables: list rules of %s: %w", table, err)
 			}
-			if exprs {
+			if exprs != nil && exprs(r.chain) {
 				r.exprs = bytes.Clone(r.exprs)
 			} else {
 				r.exprs = nil
@@ -460,38 +479,133 @@ func (c *nftConn) tableExists(fam byte, table string) (bool, error) {
 }
 
 func (c *nftConn) exists(msg int, fam byte, attrs []byte, what string) (bool, error) {
+	got, err := c.get(msg, fam, attrs, what)
+	return got != nil, err
+}
+
+// get asks for one object and returns its attributes; nil when it does not exist.
+func (c *nftConn) get(msg int, fam byte, attrs []byte, what string) ([]byte, error) {
 	nftOps.Add(1)
 	seq := c.seq
 	c.seq++
 	req := nlmsg(msgType(msg), unix.NLM_F_REQUEST|unix.NLM_F_ACK, seq, fam, 0, attrs)
 	if err := unix.Sendto(c.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
-		return false, err
+		return nil, err
 	}
-	found := false
+	var found []byte
 	for {
 		msgs, err := c.recv()
 		if err != nil {
-			return false, err
+			return nil, err
 		}
 		for _, m := range msgs {
 			if m.Header.Seq != seq {
 				continue
 			}
 			if m.Header.Type != unix.NLMSG_ERROR {
-				found = true
+				if len(m.Data) >= 4 {
+					found = bytes.Clone(m.Data[4:])
+				}
 				continue
 			}
 			if len(m.Data) >= 4 {
 				if e := unix.Errno(-int32(binary.NativeEndian.Uint32(m.Data[:4]))); e != 0 {
 					if e == unix.ENOENT {
-						return false, nil
+						return nil, nil
 					}
-					return false, fmt.Errorf("nftables: get %s: %w", what, e)
+					return nil, fmt.Errorf("nftables: get %s: %w", what, e)
 				}
 			}
 			return found, nil
 		}
 	}
+}
+
+// chainStates tells, for each spec, whether the chain exists and, if so, whether it is what
+// spec says (a regular chain, or a base chain of the same type, hook and priority). The
+// requests go in one send, and the kernel answers them in order.
+func (c *nftConn) chainStates(fam byte, table string, specs []nftChainSpec) (exists, same []bool, err error) {
+	nftOps.Add(1)
+	first := c.seq
+	var out []byte
+	for _, spec := range specs {
+		out = append(out, nlmsg(msgType(unix.NFT_MSG_GETCHAIN), unix.NLM_F_REQUEST|unix.NLM_F_ACK, c.seq, fam, 0, encode(func(ae *netlink.AttributeEncoder) {
+			ae.String(unix.NFTA_CHAIN_TABLE, table)
+			ae.String(unix.NFTA_CHAIN_NAME, spec.name)
+		}))...)
+		c.seq++
+	}
+	if err := unix.Sendto(c.fd, out, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return nil, nil, err
+	}
+	exists, same = make([]bool, len(specs)), make([]bool, len(specs))
+	for answered := 0; answered < len(specs); {
+		msgs, err := c.recv()
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, m := range msgs {
+			if m.Header.Seq < first || m.Header.Seq >= first+uint32(len(specs)) {
+				continue
+			}
+			i := int(m.Header.Seq - first)
+			if m.Header.Type != unix.NLMSG_ERROR {
+				if len(m.Data) >= 4 {
+					exists[i] = true
+					same[i] = chainIs(m.Data[4:], specs[i])
+				}
+				continue
+			}
+			answered++
+			if len(m.Data) >= 4 {
+				if e := unix.Errno(-int32(binary.NativeEndian.Uint32(m.Data[:4]))); e != 0 && e != unix.ENOENT {
+					return nil, nil, fmt.Errorf("nftables: get chain %s %s %s: %w", famName(fam), table, specs[i].name, e)
+				}
+			}
+		}
+	}
+	return exists, same, nil
+}
+
+// chainIs tells whether a chain's attributes (as the kernel dumps them) match spec.
+func chainIs(attrs []byte, spec nftChainSpec) bool {
+	ad, err := netlink.NewAttributeDecoder(attrs)
+	if err != nil {
+		return false
+	}
+	ad.ByteOrder = binary.BigEndian
+	var have *baseHook
+	typ := ""
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_CHAIN_HOOK:
+			have = &baseHook{}
+			ad.Nested(func(nad *netlink.AttributeDecoder) error {
+				for nad.Next() {
+					switch nad.Type() {
+					case unix.NFTA_HOOK_HOOKNUM:
+						have.hook = nad.Uint32()
+					case unix.NFTA_HOOK_PRIORITY:
+						have.priority = int32(nad.Uint32())
+					}
+				}
+				return nil
+			})
+		case unix.NFTA_CHAIN_TYPE:
+			typ = ad.String()
+		}
+	}
+	if ad.Err() != nil {
+		return false
+	}
+	switch {
+	case spec.base == nil:
+		return have == nil
+	case have == nil:
+		return false
+	}
+	have.typ = typ
+	return *have == *spec.base
 }
 
 // nftUsable tells whether the kernel answers nftables requests in this network namespace.
@@ -688,4 +802,28 @@ func nftLock() (unlock func()) {
 		return func() {}
 	}
 	return func() { fd.Close() }
+}
+
+// addLayout adds to b the table and those of its chains that do not exist yet, or exist with
+// another type, hook or priority (the batch then fails on them, as nft's "add chain" does).
+// Declaring objects that exist already changes nothing, but makes the kernel free the update
+// an RCU grace period after the commit, and until then closing the socket waits for it.
+func (c *nftConn) addLayout(b *nftBatch, fam byte, table, comment string, chains []nftChainSpec) error {
+	exists, same, err := c.chainStates(fam, table, chains)
+	if err != nil {
+		return err
+	}
+	var add []nftChainSpec
+	for i, ch := range chains {
+		if !exists[i] || !same[i] {
+			add = append(add, ch)
+		}
+	}
+	if len(add) == len(chains) {
+		b.addTable(fam, table, comment)
+	}
+	for _, ch := range add {
+		b.addChain(fam, table, ch)
+	}
+	return nil
 }

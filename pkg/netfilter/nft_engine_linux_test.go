@@ -113,8 +113,9 @@ func TestNFTPortMapBudget(t *testing.T) {
 		fn   func() error
 		nl   int64
 	}{
-		{"add", func() error { return SetupPortMap(p) }, 3},
-		{"add-again", func() error { return SetupPortMap(p) }, 3},
+		// Per family a dump and one send of chain lookups; one batch.
+		{"add", func() error { return SetupPortMap(p) }, 5},
+		{"add-again", func() error { return SetupPortMap(p) }, 5},
 		// Per family: the table, a dump, the empty chain hostip_hostports.
 		{"check", func() error { return CheckPortMap(p) }, 6},
 		// Per family the iptables-nft chain (absent: no iptables teardown), a dump; one batch.
@@ -306,5 +307,46 @@ func TestNFTConcurrentAddDel(t *testing.T) {
 	got := ruleset(t, node)
 	if strings.Contains(got, `comment "w`) || strings.Contains(got, "id: w") || strings.Count(got, "dnat to") != strings.Count(want, "dnat to") {
 		t.Fatalf("after parallel ADD and DEL, rules of the removed pods remain:\n%s", diffText(want, got))
+	}
+}
+
+// TestNFTAddOnlyAddsRules: once the tables are in place, ADD of a new container sends only
+// its rules: no table or chain declared again, no shared chain flushed (either would make the
+// plugin's exit wait for the kernel to free the old objects an RCU grace period later). A
+// shared chain that differs is rewritten, as the reference does.
+func TestNFTAddOnlyAddsRules(t *testing.T) {
+	node := testenv.NewNode(t)
+	must(t, node, func() error { return SetupPortMap(nftPM("c0", 7000)) })
+	must(t, node, func() error { return SetupMasq(nftDual("c0")) })
+	onlyAdds := func(what string) {
+		t.Helper()
+		for _, op := range lastBatch {
+			if !strings.HasPrefix(op, "add rule ") {
+				t.Errorf("%s: batch holds %q", what, op)
+			}
+		}
+	}
+	must(t, node, func() error { return SetupPortMap(nftPM("c1", 8000)) })
+	onlyAdds("portmap ADD")
+	must(t, node, func() error { return SetupMasq(nftDual("c1")) })
+	onlyAdds("masquerade ADD")
+	if len(lastBatch) != 2 {
+		t.Errorf("masquerade ADD of a dual-stack container: %d messages, want its 2 rules", len(lastBatch))
+	}
+	// Other conditions: prerouting and output are flushed and refilled.
+	p := nftPM("c2", 9000)
+	p.ConditionsV4 = []string{"ip saddr 10.0.0.0/8"}
+	must(t, node, func() error { return SetupPortMap(p) })
+	flushed := 0
+	for _, op := range lastBatch {
+		if strings.HasPrefix(op, "flush chain ip cni_hostport") {
+			flushed++
+		}
+	}
+	if flushed != 2 {
+		t.Errorf("new conditions flushed %d IPv4 chains, want prerouting and output: %q", flushed, lastBatch)
+	}
+	if s := ruleset(t, node); strings.Count(s, "ip saddr 10.0.0.0/8 fib daddr type local jump hostports_all") != 2 {
+		t.Errorf("conditions not in place:\n%s", s)
 	}
 }

@@ -86,3 +86,5 @@ func nftOn(t testing.TB, node *testenv.Node, fn func() error) (progs, nl int64, 
 	err = node.Do(fn)
 	return Execs() - p, NFTOps() - n, err
 }
+
+func init() { recordBatches = true }

@@ -106,22 +106,30 @@ func setupMasqNFT(m Masq) (err error) {
 	defer func() { nftPut(c, err != nil) }()
 	prefix := masqInstanceHash(m.Network, m.IfName, m.ContainerID)
 	for attempt := 0; ; attempt++ {
-		got, err := c.rules(famInet, masqTable, masqChecks)
+		got, err := c.rulesOf(famInet, masqTable, "", func(ch string) bool { return ch == masqPost })
 		if err != nil {
 			return err
 		}
 		b := &nftBatch{}
-		b.addTable(famInet, masqTable, masqTableComment)
-		for _, ch := range masqChains {
-			b.addChain(famInet, masqTable, ch)
+		if err := c.addLayout(b, famInet, masqTable, masqTableComment, masqChains); err != nil {
+			return err
 		}
-		b.flushChain(famInet, masqTable, masqPost)
-		for _, r := range masqPostRules() {
-			b.addRule(famInet, masqTable, r)
+		var post []nftGotRule
+		for _, g := range got {
+			if g.chain == masqPost {
+				post = append(post, g)
+			}
+		}
+		// Rewritten as the reference does, unless it is exactly that already (sameRules).
+		if want := masqPostRules(); !sameRules(famInet, post, want) {
+			b.flushChain(famInet, masqTable, masqPost)
+			for _, r := range want {
+				b.addRule(famInet, masqTable, r)
+			}
 		}
 		stale := 0
 		for _, g := range got {
-			if strings.HasPrefix(g.comment, prefix) {
+			if g.chain == masqChecks && strings.HasPrefix(g.comment, prefix) {
 				b.delRule(famInet, masqTable, g)
 				stale++
 			}

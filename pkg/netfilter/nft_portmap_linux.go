@@ -47,6 +47,10 @@ const (
 	natSrcPriority = 100
 )
 
+func pmSharedChain(name string) bool {
+	return name == pmHostPortsAll || name == pmPrerouting || name == pmOutput
+}
+
 // pmOwnChains hold container rules (commented with the container ID).
 var pmOwnChains = map[string]bool{pmHostPorts: true, pmHostIPPorts: true, pmMasquerading: true}
 
@@ -154,7 +158,7 @@ func setupPortMapNFT(p PortMap) (err error) {
 	for attempt := 0; ; attempt++ {
 		var got []nftGotRule
 		for _, r := range rs {
-			g, err := c.rules(r.fam, pmTable, "")
+			g, err := c.rulesOf(r.fam, pmTable, "", pmSharedChain)
 			if err != nil {
 				return err
 			}
@@ -163,21 +167,33 @@ func setupPortMapNFT(p PortMap) (err error) {
 		b := &nftBatch{}
 		stale := 0
 		for _, r := range rs {
-			b.addTable(r.fam, pmTable, pmTableComment)
+			if err := c.addLayout(b, r.fam, pmTable, pmTableComment, r.chains); err != nil {
+				return err
+			}
 			sharedAt := 0
 			for _, ch := range r.chains {
-				b.addChain(r.fam, pmTable, ch)
-				if ch.name == pmMasquerading {
+				if !pmSharedChain(ch.name) {
 					continue
 				}
 				// The reference flushes and refills hostports_all, prerouting and output
-				// right after making each.
-				if ch.name == pmHostPortsAll || ch.name == pmPrerouting || ch.name == pmOutput {
-					b.flushChain(r.fam, pmTable, ch.name)
-					for sharedAt < len(r.shared) && r.shared[sharedAt].chain == ch.name {
-						b.addRule(r.fam, pmTable, r.shared[sharedAt])
-						sharedAt++
+				// right after making each; so do we, unless they hold exactly that already.
+				var want []nftRule
+				for sharedAt < len(r.shared) && r.shared[sharedAt].chain == ch.name {
+					want = append(want, r.shared[sharedAt])
+					sharedAt++
+				}
+				var have []nftGotRule
+				for _, g := range got {
+					if g.fam == r.fam && g.chain == ch.name {
+						have = append(have, g)
 					}
+				}
+				if sameRules(r.fam, have, want) {
+					continue
+				}
+				b.flushChain(r.fam, pmTable, ch.name)
+				for _, w := range want {
+					b.addRule(r.fam, pmTable, w)
 				}
 			}
 			for _, g := range got {
