@@ -30,7 +30,8 @@ func BenchmarkBridgeAddDel(b *testing.B) {
 	for _, cfg := range []struct {
 		name string
 		kv   map[string]any
-	}{{"gateway", nil}, {"gateway+ipMasq", map[string]any{"ipMasq": true}}} {
+	}{{"gateway", nil}, {"gateway+ipMasq", map[string]any{"ipMasq": true}},
+		{"gateway+ipMasq-nftables", map[string]any{"ipMasq": true, "ipMasqBackend": "nftables"}}} {
 		b.Run(cfg.name, func(b *testing.B) {
 			type impl struct {
 				name           string

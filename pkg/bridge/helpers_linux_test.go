@@ -198,6 +198,8 @@ func (e *env) nothingLeft() {
 	}
 	if out, _ := e.node.Exec("nft", "list", "ruleset"); strings.Contains(out, "cni-br-iface") {
 		e.t.Errorf("spoof-check chains left:\n%s", out)
+	} else if strings.Contains(out, " masquerade comment ") {
+		e.t.Errorf("nftables masquerade rules left:\n%s", out)
 	}
 	if out, _ := e.node.Exec("iptables-save", "-t", "nat"); strings.Contains(out, "CNI-") {
 		e.t.Errorf("masquerade rules left:\n%s", out)

@@ -167,10 +167,3 @@ func TestIPMasqCheckAndGC(t *testing.T) {
 	}
 	e.call("CHECK", p1, "keep", "eth0", withP).MustFail(t, 999).ErrContains(t, "ipMasq", "POSTROUTING")
 }
-
-func TestIPMasqNFTablesBackendNotYet(t *testing.T) {
-	e := newEnv(t)
-	e.call("ADD", e.node.NewPod(t), "c1", "eth0", e.conf(map[string]any{"ipMasq": true, "ipMasqBackend": "nftables"})).
-		MustFail(t, 2).ErrContains(t, "ipMasqBackend", "nftables")
-	e.nothingLeft()
-}

@@ -1,11 +1,11 @@
 // Package netfilter is the suite's rule engine: one backend-neutral model of what a container
 // needs from netfilter (bridge masquerade; portmap hostPort DNAT, hairpin and localhost SNAT),
-// rendered to one iptables-restore --noflush transaction per IP family (and, later, to one
-// nftables netlink batch), in the reference plugins' layout (chain names, hashes, comments).
+// rendered either to one iptables-restore --noflush transaction per IP family or to one
+// nftables netlink batch (no program run), in the reference plugins' layout for each backend
+// (chain names, hashes, comments).
 //
 // The model types (Masq, PortMap) say what a container needs, not how a backend writes it;
-// each backend renders them. Only the iptables backend exists: "nftables" answers CNI error
-// code 2 naming the key and the value.
+// each backend renders them. Teardown and GC clean both backends.
 //
 // Every call works in the network namespace of the calling thread (the node's).
 package netfilter
@@ -42,16 +42,14 @@ type Masq struct {
 	IPs []netip.Prefix
 }
 
-// CheckBackend validates a backend value of the config key (ipMasqBackend, backend): ""
-// and "iptables" are fine; "nftables" and anything else are CNI error code 2 naming both.
+// CheckBackend validates a backend value of the config key (ipMasqBackend, backend): "",
+// "iptables" and "nftables" are fine; anything else is CNI error code 2 naming both.
 func CheckBackend(key, value string) error {
 	switch value {
-	case "", BackendIPTables:
+	case "", BackendIPTables, BackendNFTables:
 		return nil
-	case BackendNFTables:
-		return cnierr.Unsupported(key, value, "the nftables backend is not supported yet (use iptables)")
 	default:
-		return cnierr.Unsupported(key, value, `unknown backend (want "iptables")`)
+		return cnierr.Unsupported(key, value, `unknown backend (want "iptables" or "nftables")`)
 	}
 }
 
@@ -105,6 +103,12 @@ func SetupMasq(m Masq) error {
 	if len(m.IPs) == 0 {
 		return nil
 	}
+	if ResolveBackend(m.Backend) == BackendNFTables {
+		if err := setupMasqNFT(m); err != nil {
+			return fmt.Errorf("set up masquerade for %s: %w", m.ContainerID, err)
+		}
+		return nil
+	}
 	fs := byFamily(m.IPs)
 	var done []Family
 	for _, f := range families(m.IPs) {
@@ -128,9 +132,15 @@ func TeardownMasq(m Masq) error {
 	fs := byFamily(m.IPs)
 	var errs []error
 	for _, f := range families(m.IPs) {
+		if !iptablesInstalled(f) || iptablesChainGone(f, MasqChain(m.Network, m.ContainerID)) {
+			continue // no program to have made rules with, or no rule (one netlink lookup)
+		}
 		if err := teardownMasqIPT(ipt{f}, m, fs[f]); err != nil {
 			errs = append(errs, fmt.Errorf("tear down masquerade for %s (%s): %w", m.ContainerID, f, err))
 		}
+	}
+	if err := teardownMasqNFT(m); err != nil {
+		errs = append(errs, fmt.Errorf("tear down masquerade for %s (nftables): %w", m.ContainerID, err))
 	}
 	return errors.Join(errs...)
 }
@@ -142,6 +152,9 @@ func CheckMasq(m Masq) error {
 	}
 	if err := checkName(m.Network); err != nil {
 		return err
+	}
+	if ResolveBackend(m.Backend) == BackendNFTables {
+		return checkMasqNFT(m)
 	}
 	fs := byFamily(m.IPs)
 	for _, f := range families(m.IPs) {
@@ -164,9 +177,15 @@ func GCMasq(backend, network string, keep []Attachment) error {
 	}
 	var errs []error
 	for _, f := range usableFamilies() {
+		if !iptablesMayHold(f, isMasqChain) {
+			continue
+		}
 		if err := gcMasqIPT(ipt{f}, network, ids); err != nil {
 			errs = append(errs, fmt.Errorf("garbage-collect masquerade rules (%s): %w", f, err))
 		}
+	}
+	if err := gcMasqNFT(network, keep); err != nil {
+		errs = append(errs, fmt.Errorf("garbage-collect masquerade rules (nftables): %w", err))
 	}
 	return errors.Join(errs...)
 }

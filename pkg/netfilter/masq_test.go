@@ -221,7 +221,7 @@ func TestMasqGC(t *testing.T) {
 }
 
 func TestMasqBackends(t *testing.T) {
-	for _, b := range []string{"nftables", "pf"} {
+	for _, b := range []string{"pf"} {
 		var te *types.Error
 		err := SetupMasq(Masq{Backend: b, Network: "n", ContainerID: "c", IPs: dual("c").IPs})
 		if !errors.As(err, &te) || te.Code != types.ErrUnsupportedField || !strings.Contains(te.Msg, "ipMasqBackend") || !strings.Contains(te.Msg, b) {

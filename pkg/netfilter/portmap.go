@@ -57,6 +57,12 @@ func SetupPortMap(p PortMap) error {
 	if len(p.Mappings) == 0 || len(p.IPs) == 0 {
 		return nil
 	}
+	if ResolveBackend(p.Backend) == BackendNFTables {
+		if err := setupPortMapNFT(p); err != nil {
+			return fmt.Errorf("set up port mappings for %s: %w", p.ContainerID, err)
+		}
+		return nil
+	}
 	var done []Family
 	for _, ip := range p.IPs {
 		f := familyOf(ip.Addr())
@@ -79,9 +85,15 @@ func TeardownPortMap(p PortMap) error {
 	}
 	var errs []error
 	for _, f := range families(p.IPs) {
+		if !iptablesInstalled(f) || iptablesChainGone(f, DNATChain(p.Network, p.ContainerID)) {
+			continue // no program to have made rules with, or no rule (one netlink lookup)
+		}
 		if err := teardownPortMapIPT(ipt{f}, p); err != nil {
 			errs = append(errs, fmt.Errorf("tear down port mappings for %s (%s): %w", p.ContainerID, f, err))
 		}
+	}
+	if err := teardownPortMapNFT(p); err != nil {
+		errs = append(errs, fmt.Errorf("tear down port mappings for %s (nftables): %w", p.ContainerID, err))
 	}
 	return errors.Join(errs...)
 }
@@ -96,6 +108,9 @@ func CheckPortMap(p PortMap) error {
 	}
 	if len(p.Mappings) == 0 {
 		return nil
+	}
+	if ResolveBackend(p.Backend) == BackendNFTables {
+		return checkPortMapNFT(p)
 	}
 	for _, ip := range p.IPs {
 		if err := checkPortMapIPT(ipt{familyOf(ip.Addr())}, p, ip); err != nil {
@@ -117,9 +132,15 @@ func GCPortMap(backend, network string, keep []Attachment) error {
 	}
 	var errs []error
 	for _, f := range usableFamilies() {
+		if !iptablesMayHold(f, isDNATChain) {
+			continue
+		}
 		if err := gcPortMapIPT(ipt{f}, network, ids); err != nil {
 			errs = append(errs, fmt.Errorf("garbage-collect port mappings (%s): %w", f, err))
 		}
+	}
+	if err := gcPortMapNFT(ids); err != nil {
+		errs = append(errs, fmt.Errorf("garbage-collect port mappings (nftables): %w", err))
 	}
 	return errors.Join(errs...)
 }

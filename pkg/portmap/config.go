@@ -81,6 +81,12 @@ func Parse(stdin []byte, containerID, ifName string) (*Parsed, error) {
 			return nil, err
 		}
 	}
+	// Absent, the backend is the reference's choice (iptables unless only nftables is usable).
+	m.Backend = netfilter.ResolveBackend(m.Backend)
+	nft := m.Backend == netfilter.BackendNFTables
+	if nft && conf.ExternalSetMarkChain != nil {
+		return nil, cnierr.InvalidConfig("externalSetMarkChain", "is an iptables option, but the backend is nftables")
+	}
 	if conf.MarkMasqBit != nil && conf.ExternalSetMarkChain != nil {
 		return nil, cnierr.InvalidConfig("markMasqBit", "cannot be combined with externalSetMarkChain")
 	}
@@ -103,12 +109,25 @@ func Parse(stdin []byte, containerID, ifName string) (*Parsed, error) {
 		}
 		// The reference tells the backend of conditions by their first character: iptables
 		// match arguments start with '-' or '!'.
-		if c := (*cond)[0][0]; c != '-' && c != '!' {
-			return nil, cnierr.InvalidConfig(key, "%q is nftables syntax, but the backend is iptables", (*cond)[0])
+		if c := (*cond)[0][0]; (c != '-' && c != '!') != nft {
+			syntax, backend := "nftables", "iptables"
+			if nft {
+				syntax, backend = "iptables", "nftables"
+			}
+			return nil, cnierr.InvalidConfig(key, "%q is %s syntax, but the backend is %s", (*cond)[0], syntax, backend)
 		}
 		for _, a := range *cond {
 			if strings.ContainsAny(a, "\n\r") {
 				return nil, cnierr.InvalidConfig(key, "argument %q holds a line break", a)
+			}
+		}
+		if nft {
+			f := netfilter.IPv4
+			if key == "conditionsV6" {
+				f = netfilter.IPv6
+			}
+			if err := netfilter.CheckNFTConditions(f, *cond); err != nil {
+				return nil, cnierr.Unsupported(key, strings.Join(*cond, " "), err.Error())
 			}
 		}
 		if key == "conditionsV4" {

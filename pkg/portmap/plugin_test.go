@@ -127,7 +127,6 @@ func TestBadInput(t *testing.T) {
 	}{
 		{"mark bit range", "ADD", pmConf("n", `"markMasqBit":32`, stdMappings, prev), 7, []string{"markMasqBit", "32"}},
 		{"mark bit and external chain", "ADD", pmConf("n", `"markMasqBit":3,"externalSetMarkChain":"X"`, stdMappings, prev), 7, []string{"markMasqBit", "externalSetMarkChain"}},
-		{"nftables backend", "ADD", pmConf("n", `"backend":"nftables"`, stdMappings, prev), 2, []string{"backend", "nftables"}},
 		{"unknown backend", "DEL", pmConf("n", `"backend":"ipfw"`, stdMappings, ""), 2, []string{"backend", "ipfw"}},
 		{"nft conditions", "ADD", pmConf("n", `"conditionsV4":["ip saddr 10.0.0.0/8"]`, stdMappings, prev), 7, []string{"conditionsV4"}},
 		{"host port 0", "ADD", pmConf("n", "", `[{"hostPort":0,"containerPort":80,"protocol":"tcp"}]`, prev), 7, []string{"runtimeConfig.portMappings[0].hostPort"}},

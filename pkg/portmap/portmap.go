@@ -136,15 +136,19 @@ func GC(args *skel.CmdArgs) error {
 	return nil
 }
 
-// Status fails with code 50 when the plugin cannot serve ADD: a config it refuses, or the
-// iptables programs it runs missing.
+// Status fails with code 50 when the plugin cannot serve ADD: a config it refuses, or, with
+// the iptables backend, the iptables programs it runs missing.
 func Status(args *skel.CmdArgs) error {
-	if _, err := Parse(args.StdinData, args.ContainerID, args.IfName); err != nil {
+	p, err := Parse(args.StdinData, args.ContainerID, args.IfName)
+	if err != nil {
 		var te *types.Error
 		if errors.As(err, &te) {
 			return types.NewError(cnierr.ErrPluginNotAvailable, "portmap cannot serve ADD: "+te.Msg, te.Details)
 		}
 		return types.NewError(cnierr.ErrPluginNotAvailable, "portmap cannot serve ADD: "+err.Error(), "")
+	}
+	if p.Model.Backend == netfilter.BackendNFTables {
+		return nil // programmed over netlink: no program needed
 	}
 	for _, prog := range []string{"iptables-save", "iptables-restore", "ip6tables-save", "ip6tables-restore"} {
 		if _, err := exec.LookPath(prog); err != nil {

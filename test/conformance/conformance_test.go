@@ -29,12 +29,20 @@ type env struct {
 // pluginCase describes one plugin binary for the table.
 type pluginCase struct {
 	name   string
+	bin    string // the plugin binary, when not name (a second config of one plugin)
 	ifName string
 	// config returns a valid config of this plugin for the cniVersion, for a successful ADD in e.
 	config func(t *testing.T, e *env, cniVersion string) []byte
 	// differs names rows where our implementation deliberately differs from the reference,
 	// with the reason; those rows run only against ours.
 	differs map[string]string
+}
+
+func (p pluginCase) binary() string {
+	if p.bin != "" {
+		return p.bin
+	}
+	return p.name
 }
 
 // plugins is filled by one init() per plugin (conformance_<plugin>_test.go).
@@ -58,7 +66,7 @@ type row struct {
 
 func call(p pluginCase, e *env, cmd, cniVersion string) testenv.Call {
 	return testenv.Call{
-		Bin: filepath.Join(e.Dir, p.name), Command: cmd, ContainerID: "conformance-1",
+		Bin: filepath.Join(e.Dir, p.binary()), Command: cmd, ContainerID: "conformance-1",
 		Netns: e.Pod.Path, IfName: p.ifName, In: e.Node.NS,
 	}
 }
@@ -218,7 +226,7 @@ func TestConformance(t *testing.T) {
 			dir := im.dir(t)
 			for _, p := range plugins {
 				t.Run(p.name, func(t *testing.T) {
-					if _, err := os.Stat(filepath.Join(dir, p.name)); err != nil {
+					if _, err := os.Stat(filepath.Join(dir, p.binary())); err != nil {
 						t.Fatalf("plugin binary missing: %v", err)
 					}
 					for _, r := range rows {
