@@ -67,11 +67,16 @@ func (a *attachment) add() (*current.Result, error) {
 			return nil, err
 		}
 	}
-	br, err := a.host.EnsureBridge(link.BridgeSpec{Name: n.BrName, MTU: n.MTU, Promisc: n.PromiscMode, VlanFiltering: n.vlanFiltering()})
+	v4, v6 := ipFamilies(ipamRes)
+	// An IPv4-only network: no IPv6 on the interfaces it makes on the node (each new port's
+	// link-local traffic would otherwise be flooded to every port of the bridge).
+	noIPv6 := v4 && !v6
+	br, err := a.host.EnsureBridge(link.BridgeSpec{Name: n.BrName, MTU: n.MTU, Promisc: n.PromiscMode,
+		VlanFiltering: n.vlanFiltering(), NoIPv6: noIPv6, IPv6: v6 && n.IsGW})
 	if err != nil {
 		return nil, fmt.Errorf("bridge %q: %w", n.BrName, err)
 	}
-	veth, err := a.addVeth(br)
+	veth, err := a.addVeth(br, noIPv6)
 	if err != nil {
 		return nil, err
 	}
@@ -113,6 +118,19 @@ func (a *attachment) add() (*current.Result, error) {
 	return res, nil
 }
 
+// ipFamilies tells which IP families the IPAM result has (none without IPAM: a layer-2
+// network may carry anything).
+func ipFamilies(r *current.Result) (v4, v6 bool) {
+	if r == nil {
+		return false, false
+	}
+	for _, ipc := range r.IPs {
+		is4 := ipc.Address.IP.To4() != nil
+		v4, v6 = v4 || is4, v6 || !is4
+	}
+	return v4, v6
+}
+
 // rollback undoes this ADD's steps, newest first; failures are logged, the ADD error stands.
 func (a *attachment) rollback() {
 	for i := len(a.undo) - 1; i >= 0; i-- {
@@ -124,9 +142,10 @@ func (a *attachment) rollback() {
 
 // addVeth makes the pair (container end CNI_IFNAME in the pod, host end on the bridge) and
 // configures the bridge port.
-func (a *attachment) addVeth(br *link.Bridge) (*link.Veth, error) {
+func (a *attachment) addVeth(br *link.Bridge, noIPv6 bool) (*link.Veth, error) {
 	n := a.n
-	v, err := a.host.AddVeth(a.pod, link.VethSpec{PeerName: a.args.IfName, PeerMAC: n.MAC, MTU: n.MTU, MasterIx: br.Index})
+	v, err := a.host.AddVeth(a.pod, link.VethSpec{PeerName: a.args.IfName, PeerMAC: n.MAC, MTU: n.MTU,
+		MasterIx: br.Index, HostNoIPv6: noIPv6})
 	if errors.Is(err, link.ErrPeerExists) {
 		return nil, fmt.Errorf("interface %q already exists in netns %s", a.args.IfName, a.args.Netns)
 	}
