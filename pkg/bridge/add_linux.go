@@ -118,19 +118,6 @@ func (a *attachment) add() (*current.Result, error) {
 	return res, nil
 }
 
-// ipFamilies tells which IP families the IPAM result has (none without IPAM: a layer-2
-// network may carry anything).
-func ipFamilies(r *current.Result) (v4, v6 bool) {
-	if r == nil {
-		return false, false
-	}
-	for _, ipc := range r.IPs {
-		is4 := ipc.Address.IP.To4() != nil
-		v4, v6 = v4 || is4, v6 || !is4
-	}
-	return v4, v6
-}
-
 // rollback undoes this ADD's steps, newest first; failures are logged, the ADD error stands.
 func (a *attachment) rollback() {
 	for i := len(a.undo) - 1; i >= 0; i-- {

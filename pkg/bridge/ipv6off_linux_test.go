@@ -9,7 +9,8 @@ import (
 // host veth) without IPv6, so a new port sends no link-local DAD, MLD or router solicitation
 // that the bridge would flood to every other port. A network with IPv6 ranges, or without
 // IPAM (layer 2 only: the pods may use IPv6 link-local), keeps IPv6 on them. The pod's own
-// interface keeps its link-local address as with the reference.
+// interface keeps its link-local address as with the reference, but sends no router
+// solicitation on an IPv4-only network.
 func TestIPv6OnNodeInterfaces(t *testing.T) {
 	cases := []struct {
 		name       string
@@ -57,6 +58,12 @@ func TestIPv6OnNodeInterfaces(t *testing.T) {
 			if c.v6Off {
 				// Still up and forwarding IPv4.
 				ping(t, p, "10.22.0.1")
+			}
+			// The pod solicits no router on an IPv4-only network (its gateway sends no
+			// advertisement; each solicitation would be flooded to every port).
+			rs := strings.TrimSpace(p.MustExec(t, "cat", "/proc/sys/net/ipv6/conf/eth0/router_solicitations"))
+			if (rs == "0") != c.v6Off {
+				t.Errorf("pod eth0 router_solicitations = %s on %s", rs, c.name)
 			}
 			out := p.MustExec(t, "ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link")
 			if got := strings.Contains(out, "fe80:"); got != c.podLLAddr {
