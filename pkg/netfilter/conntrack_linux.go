@@ -55,7 +55,15 @@ func DeleteUDPConntrack(f Family, hostPorts []int) error {
 	if f == IPv6 {
 		fam = unix.AF_INET6
 	}
-	if _, err := netlink.ConntrackDeleteFilters(netlink.ConntrackTable, fam, filters...); err != nil {
+	// One socket for the dump and every deletion (the package-level call opens one per
+	// request): each NETLINK_NETFILTER socket closed takes nf_tables' commit mutex and waits
+	// for pending rule destruction, an RCU grace period after a deleting commit.
+	h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
+	if err != nil {
+		return fmt.Errorf("delete %s UDP conntrack entries: netlink socket: %w", f, err)
+	}
+	defer h.Close()
+	if _, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, filters...); err != nil {
 		return fmt.Errorf("delete %s UDP conntrack entries for ports %v: %w", f, hostPorts, err)
 	}
 	return nil
