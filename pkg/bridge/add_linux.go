@@ -67,11 +67,16 @@ func (a *attachment) add() (*current.Result, error) {
 			return nil, err
 		}
 	}
-	br, err := a.host.EnsureBridge(link.BridgeSpec{Name: n.BrName, MTU: n.MTU, Promisc: n.PromiscMode, VlanFiltering: n.vlanFiltering()})
+	v4, v6 := ipFamilies(ipamRes)
+	// An IPv4-only network: no IPv6 on the interfaces it makes on the node (each new port's
+	// link-local traffic would otherwise be flooded to every port of the bridge).
+	noIPv6 := v4 && !v6
+	br, err := a.host.EnsureBridge(link.BridgeSpec{Name: n.BrName, MTU: n.MTU, Promisc: n.PromiscMode,
+		VlanFiltering: n.vlanFiltering(), NoIPv6: noIPv6, IPv6: v6 && n.IsGW})
 	if err != nil {
 		return nil, fmt.Errorf("bridge %q: %w", n.BrName, err)
 	}
-	veth, err := a.addVeth(br)
+	veth, err := a.addVeth(br, noIPv6)
 	if err != nil {
 		return nil, err
 	}
@@ -124,9 +129,10 @@ func (a *attachment) rollback() {
 
 // addVeth makes the pair (container end CNI_IFNAME in the pod, host end on the bridge) and
 // configures the bridge port.
-func (a *attachment) addVeth(br *link.Bridge) (*link.Veth, error) {
+func (a *attachment) addVeth(br *link.Bridge, noIPv6 bool) (*link.Veth, error) {
 	n := a.n
-	v, err := a.host.AddVeth(a.pod, link.VethSpec{PeerName: a.args.IfName, PeerMAC: n.MAC, MTU: n.MTU, MasterIx: br.Index})
+	v, err := a.host.AddVeth(a.pod, link.VethSpec{PeerName: a.args.IfName, PeerMAC: n.MAC, MTU: n.MTU,
+		MasterIx: br.Index, HostNoIPv6: noIPv6})
 	if errors.Is(err, link.ErrPeerExists) {
 		return nil, fmt.Errorf("interface %q already exists in netns %s", a.args.IfName, a.args.Netns)
 	}

@@ -15,6 +15,12 @@
 //   - A bridge made here has a fixed MAC, and host veths get fe:… MACs, so the bridge MAC
 //     never follows a port; the IPv6 gateway address on the bridge skips DAD.
 //   - Several IPv4 ranges give the bridge several gateway addresses (the reference refuses).
+//   - An IPv4-only network (IPAM gave no IPv6 address) makes its host veths, and the bridge
+//     when it creates it, with IPv6 disabled before they come up, and the pod's interface
+//     sends no router solicitation (router_solicitations=0; it keeps its link-local address and
+//     still takes unsolicited advertisements): otherwise every new port's link-local DAD,
+//     MLD and solicitations are flooded to every other port, so ADD cost grows with the pods.
+//     A network with IPv6 gateways turns IPv6 back on for a shared bridge.
 //   - GC collects IPAM and masquerade rules (the reference has no GC); CHECK also checks that
 //     the bridge is up and the masquerade rules are in place.
 package bridge

@@ -52,6 +52,8 @@ func applyIPAM(n *NetConf, res, ipam *current.Result) []*net.IPNet {
 // family's first gateway where a route names none.
 func podConfig(n *NetConf, res *current.Result) link.IfaceConfig {
 	c := link.IfaceConfig{EnableDAD: n.EnableDad}
+	v4, v6 := ipFamilies(res)
+	c.NoRouterSolicit = v4 && !v6
 	gw := map[bool]net.IP{}
 	for _, ipc := range res.IPs {
 		a := ipc.Address
@@ -97,4 +99,17 @@ func firstHost(a net.IPNet) net.IP {
 		}
 	}
 	return out
+}
+
+// ipFamilies tells which IP families the IPAM result has (none without IPAM: a layer-2
+// network may carry anything).
+func ipFamilies(r *current.Result) (v4, v6 bool) {
+	if r == nil {
+		return false, false
+	}
+	for _, ipc := range r.IPs {
+		is4 := ipc.Address.IP.To4() != nil
+		v4, v6 = v4 || is4, v6 || !is4
+	}
+	return v4, v6
 }

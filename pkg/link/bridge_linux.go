@@ -17,6 +17,13 @@ type BridgeSpec struct {
 	MTU           int
 	Promisc       bool
 	VlanFiltering bool
+	// NoIPv6 creates the bridge with IPv6 disabled (before it is up, so it never sends
+	// link-local DAD, MLD or router solicitations): for a network without IPv6 ranges. It
+	// applies only when this call creates the bridge.
+	NoIPv6 bool
+	// IPv6 makes sure IPv6 is enabled on an existing bridge (one made with NoIPv6 for an
+	// IPv4-only network, now shared by a network with IPv6 gateways).
+	IPv6 bool
 }
 
 // Bridge is an ensured bridge. Created tells whether this call made it; a bridge made here
@@ -51,6 +58,11 @@ func (h *Handle) EnsureBridge(s BridgeSpec) (*Bridge, error) {
 	if !ok {
 		return nil, fmt.Errorf("%q already exists but is not a bridge (it is a %s)", s.Name, l.Type())
 	}
+	if s.IPv6 {
+		if err := h.Do(func() error { return ensureIPv6(s.Name) }); err != nil {
+			return nil, err
+		}
+	}
 	if s.Promisc && nb.Promisc == 0 {
 		if err := h.SetPromiscOn(nb); err != nil {
 			return nil, fmt.Errorf("set promiscuous mode on %q: %w", s.Name, err)
@@ -70,7 +82,9 @@ func (h *Handle) createBridge(s BridgeSpec) (*Bridge, error) {
 	attrs := netlink.NewLinkAttrs()
 	attrs.Name = s.Name
 	attrs.MTU = s.MTU
-	attrs.Flags = net.FlagUp
+	if !s.NoIPv6 {
+		attrs.Flags = net.FlagUp
+	}
 	attrs.HardwareAddr = RandomMAC(0)
 	nb := &netlink.Bridge{LinkAttrs: attrs}
 	if s.VlanFiltering {
@@ -89,6 +103,18 @@ func (h *Handle) createBridge(s BridgeSpec) (*Bridge, error) {
 			return nil, fmt.Errorf("set promiscuous mode on %q: %w", s.Name, err)
 		}
 		nb.Promisc = 1
+	}
+	if s.NoIPv6 {
+		// Made down: IPv6 off first, then up, so no IPv6 packet ever leaves it.
+		if err := h.Do(func() error { return disableIPv6(s.Name) }); err != nil {
+			_ = h.LinkDel(nb)
+			return nil, err
+		}
+		if err := h.LinkSetUp(nb); err != nil {
+			_ = h.LinkDel(nb)
+			return nil, fmt.Errorf("set bridge %q up: %w", s.Name, err)
+		}
+		nb.Flags |= net.FlagUp
 	}
 	return &Bridge{Bridge: nb, Created: true}, nil
 }

@@ -31,6 +31,11 @@ type IfaceConfig struct {
 	EnableDAD bool
 	// DADTimeout bounds the wait when EnableDAD (default 5s).
 	DADTimeout time.Duration
+	// NoRouterSolicit stops the interface from soliciting routers when it comes up (IPv6 stays
+	// on: it keeps its link-local address and still takes unsolicited advertisements): for a
+	// network without IPv6, whose gateway sends none. Each solicitation would be flooded to
+	// every port of the bridge.
+	NoRouterSolicit bool
 }
 
 // ConfigureIface sets the interface's sysctls (one switch into the netns), adds the addresses,
@@ -41,7 +46,7 @@ func (h *Handle) ConfigureIface(l netlink.Link, c IfaceConfig) error {
 	for _, a := range c.Addrs {
 		hasV6 = hasV6 || a.IP.To4() == nil
 	}
-	if err := h.Do(func() error { return ifaceSysctls(name, hasV6, c.EnableDAD) }); err != nil {
+	if err := h.Do(func() error { return ifaceSysctls(name, hasV6, c.EnableDAD, c.NoRouterSolicit) }); err != nil {
 		return err
 	}
 	for _, a := range c.Addrs {
@@ -80,9 +85,12 @@ func (h *Handle) ConfigureIface(l netlink.Link, c IfaceConfig) error {
 }
 
 // ifaceSysctls runs inside the interface's netns.
-func ifaceSysctls(name string, hasV6, dad bool) error {
+func ifaceSysctls(name string, hasV6, dad, noRS bool) error {
 	conf6 := "net/ipv6/conf/" + name + "/"
 	// Best effort, as these keys are absent without IPv6.
+	if noRS {
+		_ = WriteSysctl(conf6+"router_solicitations", "0")
+	}
 	if dad {
 		_ = WriteSysctl(conf6+"enhanced_dad", "1")
 		_ = WriteSysctl(conf6+"accept_dad", "1")

@@ -44,3 +44,22 @@ func EnableForwarding(v4, v6 bool) error {
 	}
 	return nil
 }
+
+// disableIPv6 turns IPv6 off on a link (no addresses, no link-local DAD, MLD or router
+// solicitations); a kernel without IPv6 needs nothing.
+func disableIPv6(name string) error {
+	if err := WriteSysctl("net/ipv6/conf/"+name+"/disable_ipv6", "1"); err != nil && !IsNotExist(err) {
+		return err
+	}
+	return nil
+}
+
+// ensureIPv6 turns IPv6 back on for a link when it is off (one read on the usual path).
+func ensureIPv6(name string) error {
+	p := "net/ipv6/conf/" + name + "/disable_ipv6"
+	b, err := os.ReadFile(filepath.Join("/proc/sys", p))
+	if err != nil || !bytes.Equal(bytes.TrimSpace(b), []byte("1")) {
+		return nil // absent (no IPv6 in the kernel) or on
+	}
+	return WriteSysctl(p, "0")
+}

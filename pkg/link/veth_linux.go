@@ -18,6 +18,10 @@ type VethSpec struct {
 	PeerMAC  net.HardwareAddr // nil: the kernel picks one
 	MTU      int              // both ends; 0: kernel default
 	MasterIx int              // bridge ifindex for the host end; 0: none
+	// HostNoIPv6 disables IPv6 on the host end before it comes up, so it never sends
+	// link-local DAD, MLD or router solicitations (each flooded to every bridge port):
+	// for a network without IPv6 ranges.
+	HostNoIPv6 bool
 }
 
 // Veth is a created pair. Host carries index and MAC; Peer is the pod-side link as found in
@@ -41,7 +45,8 @@ func RandomVethName() string {
 
 // AddVeth creates the pair from the host side, with the peer created directly in the peer
 // netns: no link is moved, the host end is created up and attached to its master, and each
-// end is looked up once (the host end by LinkAdd, the peer by name in its netns).
+// end is looked up once (the host end by LinkAdd, the peer by name in its netns). With
+// HostNoIPv6 the host end is made down and brought up once IPv6 is off.
 // A peer name already taken in the pod gives an error wrapping ErrPeerExists.
 func (h *Handle) AddVeth(peer *Handle, s VethSpec) (*Veth, error) {
 	var host *netlink.Veth
@@ -49,7 +54,9 @@ func (h *Handle) AddVeth(peer *Handle, s VethSpec) (*Veth, error) {
 		attrs := netlink.NewLinkAttrs()
 		attrs.Name = RandomVethName()
 		attrs.MTU = s.MTU
-		attrs.Flags = net.FlagUp
+		if !s.HostNoIPv6 {
+			attrs.Flags = net.FlagUp
+		}
 		attrs.HardwareAddr = RandomMAC(0xfe)
 		host = &netlink.Veth{LinkAttrs: attrs, PeerName: s.PeerName, PeerNamespace: peer.Fd(), PeerHardwareAddr: s.PeerMAC}
 		err := h.LinkAdd(host)
@@ -86,9 +93,22 @@ func (h *Handle) AddVeth(peer *Handle, s VethSpec) (*Veth, error) {
 		}
 		host.MasterIndex = s.MasterIx
 	}
-	err = h.Do(func() error { return WriteSysctl("net/ipv6/conf/"+host.Name+"/accept_ra", "0") })
+	err = h.Do(func() error {
+		if s.HostNoIPv6 {
+			if err := disableIPv6(host.Name); err != nil {
+				return err
+			}
+		}
+		return WriteSysctl("net/ipv6/conf/"+host.Name+"/accept_ra", "0")
+	})
 	if err != nil && !IsNotExist(err) {
 		return fail(err)
+	}
+	if s.HostNoIPv6 {
+		if err := h.LinkSetUp(host); err != nil {
+			return fail(fmt.Errorf("set %q up: %w", host.Name, err))
+		}
+		host.Flags |= net.FlagUp
 	}
 	return v, nil
 }
