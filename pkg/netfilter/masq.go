@@ -168,6 +168,15 @@ func CheckMasq(m Masq) error {
 // GCMasq removes the masquerade rules of every container of network that is not in keep.
 // It keeps going on errors and returns them all.
 func GCMasq(backend, network string, keep []Attachment) error {
+	return gcBoth(network, keep, "masquerade rules", isMasqChain, gcMasqIPT,
+		func(map[string]bool) error { return gcMasqNFT(network, keep) })
+}
+
+// gcBoth is the GC of one kind of rule in both backends (a node may hold either, or both after
+// a backend change): per iptables family that may hold such chains, then nftables. It keeps
+// going on errors and returns them all.
+func gcBoth(network string, keep []Attachment, what string, isChain func(string) bool,
+	gcIPT func(ipt, string, map[string]bool) error, gcNFT func(map[string]bool) error) error {
 	if err := checkName(network); err != nil {
 		return nil
 	}
@@ -177,15 +186,15 @@ func GCMasq(backend, network string, keep []Attachment) error {
 	}
 	var errs []error
 	for _, f := range usableFamilies() {
-		if !iptablesMayHold(f, isMasqChain) {
+		if !iptablesMayHold(f, isChain) {
 			continue
 		}
-		if err := gcMasqIPT(ipt{f}, network, ids); err != nil {
-			errs = append(errs, fmt.Errorf("garbage-collect masquerade rules (%s): %w", f, err))
+		if err := gcIPT(ipt{f}, network, ids); err != nil {
+			errs = append(errs, fmt.Errorf("garbage-collect %s (%s): %w", what, f, err))
 		}
 	}
-	if err := gcMasqNFT(network, keep); err != nil {
-		errs = append(errs, fmt.Errorf("garbage-collect masquerade rules (nftables): %w", err))
+	if err := gcNFT(ids); err != nil {
+		errs = append(errs, fmt.Errorf("garbage-collect %s (nftables): %w", what, err))
 	}
 	return errors.Join(errs...)
 }

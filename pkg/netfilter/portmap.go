@@ -123,26 +123,7 @@ func CheckPortMap(p PortMap) error {
 // GCPortMap removes the port mapping rules of every container of network not in keep,
 // found by the comments of their entry rules. It keeps going on errors and returns them all.
 func GCPortMap(backend, network string, keep []Attachment) error {
-	if err := checkName(network); err != nil {
-		return nil
-	}
-	ids := map[string]bool{}
-	for _, a := range keep {
-		ids[a.ContainerID] = true
-	}
-	var errs []error
-	for _, f := range usableFamilies() {
-		if !iptablesMayHold(f, isDNATChain) {
-			continue
-		}
-		if err := gcPortMapIPT(ipt{f}, network, ids); err != nil {
-			errs = append(errs, fmt.Errorf("garbage-collect port mappings (%s): %w", f, err))
-		}
-	}
-	if err := gcPortMapNFT(ids); err != nil {
-		errs = append(errs, fmt.Errorf("garbage-collect port mappings (nftables): %w", err))
-	}
-	return errors.Join(errs...)
+	return gcBoth(network, keep, "port mappings", isDNATChain, gcPortMapIPT, gcPortMapNFT)
 }
 
 // Mark is the "%#x/%#x" mark value and mask of a mark bit, as the reference writes it.
