@@ -370,10 +370,8 @@ func (c *nftConn) dumpRules(fam byte, table, chain string, exprs func(chain stri
 			ae.String(unix.NFTA_RULE_CHAIN, chain)
 		}
 	})
-	seq := c.seq
-	c.seq++
-	req := nlmsg(msgType(unix.NFT_MSG_GETRULE), unix.NLM_F_REQUEST|unix.NLM_F_DUMP, seq, fam, 0, attrs)
-	if err := unix.Sendto(c.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	seq, err := c.request(unix.NFT_MSG_GETRULE, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, fam, attrs)
+	if err != nil {
 		return nil, false, fmt.Errorf("nftables: list rules of %s: %w", table, err)
 	}
 	var out []nftGotRule
@@ -483,13 +481,19 @@ func (c *nftConn) exists(msg int, fam byte, attrs []byte, what string) (bool, er
 	return got != nil, err
 }
 
+// request sends one request message with the next sequence number and returns that number.
+func (c *nftConn) request(msg int, flags uint16, fam byte, attrs []byte) (uint32, error) {
+	seq := c.seq
+	c.seq++
+	req := nlmsg(msgType(msg), flags, seq, fam, 0, attrs)
+	return seq, unix.Sendto(c.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+}
+
 // get asks for one object and returns its attributes; nil when it does not exist.
 func (c *nftConn) get(msg int, fam byte, attrs []byte, what string) ([]byte, error) {
 	nftOps.Add(1)
-	seq := c.seq
-	c.seq++
-	req := nlmsg(msgType(msg), unix.NLM_F_REQUEST|unix.NLM_F_ACK, seq, fam, 0, attrs)
-	if err := unix.Sendto(c.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	seq, err := c.request(msg, unix.NLM_F_REQUEST|unix.NLM_F_ACK, fam, attrs)
+	if err != nil {
 		return nil, err
 	}
 	var found []byte
@@ -638,10 +642,8 @@ func quoteComment(c string) string { return `"` + strings.ReplaceAll(c, `"`, `\"
 // A missing table has none.
 func (c *nftConn) chainNames(fam byte, table string) ([]string, error) {
 	nftOps.Add(1)
-	seq := c.seq
-	c.seq++
-	req := nlmsg(msgType(unix.NFT_MSG_GETCHAIN), unix.NLM_F_REQUEST|unix.NLM_F_DUMP, seq, fam, 0, nil)
-	if err := unix.Sendto(c.fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	seq, err := c.request(unix.NFT_MSG_GETCHAIN, unix.NLM_F_REQUEST|unix.NLM_F_DUMP, fam, nil)
+	if err != nil {
 		return nil, err
 	}
 	var out []string
