@@ -72,27 +72,9 @@ func containerKey(cfg *runtimeapi.ContainerConfig, sb *runtimeapi.PodSandboxConf
 }
 
 func (s *Server) lookupContainer(id string) (*container, error) {
-	if id == "" {
-		return nil, status.Error(codes.InvalidArgument, "container ID is empty")
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c, ok := s.containers[id]; ok {
-		return c, nil
-	}
-	var found *container
-	for k, c := range s.containers {
-		if strings.HasPrefix(k, id) {
-			if found != nil {
-				return nil, status.Errorf(codes.InvalidArgument, "container ID prefix %q is ambiguous", id)
-			}
-			found = c
-		}
-	}
-	if found == nil {
-		return nil, status.Errorf(codes.NotFound, "container %q not found", id)
-	}
-	return found, nil
+	return lookupByID(s.containers, id, "container")
 }
 
 func (s *Server) containersOf(sandboxID string) []*container {

@@ -67,27 +67,35 @@ func (s *Server) releaseName(key, id string) {
 
 // lookupSandbox resolves a full ID or a unique prefix of one (as crictl passes them).
 func (s *Server) lookupSandbox(id string) (*sandbox, error) {
-	if id == "" {
-		return nil, status.Error(codes.InvalidArgument, "pod sandbox ID is empty")
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if sb, ok := s.sandboxes[id]; ok {
-		return sb, nil
+	return lookupByID(s.sandboxes, id, "pod sandbox")
+}
+
+// lookupByID finds an entry by its full ID or an unambiguous prefix of it, as crictl lets
+// users abbreviate IDs; the caller holds s.mu.
+func lookupByID[T any](m map[string]T, id, kind string) (T, error) {
+	var found T
+	if id == "" {
+		return found, status.Errorf(codes.InvalidArgument, "%s ID is empty", kind)
 	}
-	var found *sandbox
-	for k, sb := range s.sandboxes {
+	if v, ok := m[id]; ok {
+		return v, nil
+	}
+	n := 0
+	for k, v := range m {
 		if strings.HasPrefix(k, id) {
-			if found != nil {
-				return nil, status.Errorf(codes.InvalidArgument, "pod sandbox ID prefix %q is ambiguous", id)
-			}
-			found = sb
+			found, n = v, n+1
 		}
 	}
-	if found == nil {
-		return nil, status.Errorf(codes.NotFound, "pod sandbox %q not found", id)
+	switch n {
+	case 0:
+		return found, status.Errorf(codes.NotFound, "%s %q not found", kind, id)
+	case 1:
+		return found, nil
 	}
-	return found, nil
+	var zero T
+	return zero, status.Errorf(codes.InvalidArgument, "%s ID prefix %q is ambiguous", kind, id)
 }
 
 func validateSandboxConfig(cfg *runtimeapi.PodSandboxConfig) error {
